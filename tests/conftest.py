@@ -1,0 +1,27 @@
+"""Shared fixtures: the real BreakHis sample beside the checkout, quiet TensorFlow logs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BREAKHIS_SAMPLE = REPO_ROOT.parent / "shared" / "breakhis-sample"
+
+
+@pytest.fixture(scope="session")
+def breakhis_sample() -> Path:
+    """Root of the 34 real BreakHis images (official archive layout); skip when absent."""
+    if not (BREAKHIS_SAMPLE / "BreaKHis_v1").is_dir():
+        pytest.skip(f"real BreakHis sample not found at {BREAKHIS_SAMPLE}")
+    return BREAKHIS_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def breakhis_sample_images(breakhis_sample: Path) -> list[Path]:
+    """All 34 real PNGs, sorted by path."""
+    return sorted(breakhis_sample.glob("BreaKHis_v1/**/*.png"))
