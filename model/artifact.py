@@ -1,0 +1,221 @@
+"""Save and load a trained model together with its model card.
+
+An artifact is a folder::
+
+    <artifact>/
+        model.keras         # Keras 3 native format (architecture + weights, no optimizer)
+        model_card.json     # ModelCard: input contract, threshold, training, evaluation
+
+or the same two files in one ``.zip`` (:func:`export_zip`), which is what the app's
+upload accepts. Loading checks, in order: the files exist, the card parses and is of a known
+schema, the weights file matches the checksum in the card, Keras can read it, and its input
+and output fit the card. Each failure is a specific :class:`~model.errors.ArtifactError`.
+
+Example:
+    >>> from model.network import build_model
+    >>> folder = save_artifact(build_model(weights=None), ModelCard(name="demo"), tmp / "demo")
+    >>> loaded = load_artifact(folder)
+    >>> loaded.card.name, loaded.model.output_shape
+    ('demo', (None, 1))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+import zlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import keras
+
+from model.card import CARD_SCHEMA_VERSION, ModelCard
+from model.errors import (
+    ArtifactCorruptError,
+    ArtifactIncompatibleError,
+    ArtifactNotFoundError,
+)
+from model.network import LOGIT_LAYER, OUTPUT_LAYER
+
+MODEL_FILE = "model.keras"
+CARD_FILE = "model_card.json"
+
+
+@dataclass(frozen=True)
+class LoadedArtifact:
+    """A model ready for inference and the card that describes it."""
+
+    model: keras.Model
+    card: ModelCard
+    source: str
+
+
+def save_artifact(model: keras.Model, card: ModelCard, directory: str | Path) -> Path:
+    """Write ``model.keras`` and ``model_card.json`` into ``directory`` atomically.
+
+    The files are written to a temporary sibling folder that replaces ``directory`` only
+    when complete, so an interrupted save never leaves a half-written artifact. The card's
+    ``model_sha256`` is set to the checksum of the written weights file. The optimizer state
+    is not included (an artifact is for inference; training resumes from checkpoints).
+
+    Returns:
+        The artifact folder.
+    """
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        model.save(staging / MODEL_FILE, include_optimizer=False)
+        digest = _sha256(staging / MODEL_FILE)
+        card = replace(card, model_sha256=digest)
+        (staging / CARD_FILE).write_text(card.to_json() + "\n", encoding="utf-8")
+        if directory.exists():
+            retired = directory.with_name(f".{directory.name}.old")
+            shutil.rmtree(retired, ignore_errors=True)
+            os.replace(directory, retired)
+            os.replace(staging, directory)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return directory
+
+
+def load_artifact(path: str | Path) -> LoadedArtifact:
+    """Load an artifact folder (or a ``.zip`` of one, or a run folder holding ``model/``).
+
+    Raises:
+        ArtifactNotFoundError: the folder or one of its two files is missing.
+        ArtifactCorruptError: the card is not valid JSON, the weights do not match the card's
+            checksum, or Keras cannot read them.
+        ArtifactIncompatibleError: unknown card schema, or the network does not fit the card.
+    """
+    path = Path(path)
+    if path.is_file() and zipfile.is_zipfile(path):
+        return load_artifact_bytes(path.read_bytes(), source=str(path))
+    if not path.exists():
+        raise ArtifactNotFoundError(f"model artifact not found: {path}")
+    if path.is_dir() and not (path / CARD_FILE).exists() and (path / "model" / CARD_FILE).exists():
+        path = path / "model"  # a run folder written by `python -m train.run`
+    if not path.is_dir():
+        raise ArtifactNotFoundError(
+            f"{path} is not a model artifact: expected a folder with {MODEL_FILE} and "
+            f"{CARD_FILE}, or a .zip of them"
+        )
+    for name in (CARD_FILE, MODEL_FILE):
+        if not (path / name).is_file():
+            raise ArtifactNotFoundError(f"model artifact {path} is missing {name}")
+    return _load((path / CARD_FILE).read_bytes(), path / MODEL_FILE, source=str(path))
+
+
+def load_artifact_bytes(data: bytes, source: str = "uploaded file") -> LoadedArtifact:
+    """Load an artifact from the bytes of its ``.zip`` (as the app receives an upload)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            members = {Path(name).name: name for name in archive.namelist()}
+            missing = [name for name in (CARD_FILE, MODEL_FILE) if name not in members]
+            if missing:
+                raise ArtifactNotFoundError(
+                    f"{source} is not a model artifact: it lacks {', '.join(missing)} "
+                    f"(expected a .zip with {MODEL_FILE} and {CARD_FILE})"
+                )
+            card_bytes = archive.read(members[CARD_FILE])
+            # Keras reads .keras files by path only; the model (not patient data) goes to a
+            # private temporary folder that is removed right after loading.
+            with tempfile.TemporaryDirectory(prefix="bcd-artifact-") as scratch:
+                model_path = Path(scratch) / MODEL_FILE
+                model_path.write_bytes(archive.read(members[MODEL_FILE]))
+                return _load(card_bytes, model_path, source=source)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+        raise ArtifactCorruptError(f"{source} is not a readable .zip archive ({error})") from error
+
+
+def export_zip(directory: str | Path, destination: str | Path) -> Path:
+    """Pack an artifact folder into one ``.zip`` (for upload or sharing)."""
+    directory, destination = Path(directory), Path(destination)
+    with zipfile.ZipFile(destination, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name in (CARD_FILE, MODEL_FILE):
+            archive.write(directory / name, arcname=name)
+    return destination
+
+
+def read_card(path: str | Path) -> ModelCard:
+    """Read only the card of an artifact folder (cheap: no TensorFlow work)."""
+    path = Path(path)
+    if not (path / CARD_FILE).exists() and (path / "model" / CARD_FILE).exists():
+        path = path / "model"
+    if not (path / CARD_FILE).is_file():
+        raise ArtifactNotFoundError(f"model artifact {path} is missing {CARD_FILE}")
+    return _parse_card((path / CARD_FILE).read_bytes(), str(path))
+
+
+# --- helpers ------------------------------------------------------------------------------
+def _load(card_bytes: bytes, model_path: Path, source: str) -> LoadedArtifact:
+    card = _parse_card(card_bytes, source)
+    if card.model_sha256 and _sha256(model_path) != card.model_sha256:
+        raise ArtifactCorruptError(
+            f"{MODEL_FILE} in {source} does not match the checksum in its model card: the "
+            "file is damaged, truncated or was replaced. Re-export the model."
+        )
+    try:
+        model = keras.saving.load_model(model_path, compile=False)
+    except Exception as error:
+        raise ArtifactCorruptError(
+            f"{MODEL_FILE} in {source} could not be read by Keras {keras.__version__}: {error}"
+        ) from error
+    _check_fits_card(model, card, source)
+    return LoadedArtifact(model=model, card=card, source=source)
+
+
+def _parse_card(card_bytes: bytes, source: str) -> ModelCard:
+    try:
+        data = json.loads(card_bytes.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ArtifactCorruptError(f"{CARD_FILE} in {source} is not valid JSON ({error})") from error
+    if not isinstance(data, dict):
+        raise ArtifactCorruptError(f"{CARD_FILE} in {source} is not a JSON object")
+    version = data.get("schema_version")
+    if version != CARD_SCHEMA_VERSION:
+        raise ArtifactIncompatibleError(
+            f"{CARD_FILE} in {source} has schema version {version!r}; this software reads "
+            f"version {CARD_SCHEMA_VERSION}"
+        )
+    try:
+        return ModelCard.from_dict(data)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ArtifactCorruptError(f"{CARD_FILE} in {source} is malformed: {error}") from error
+
+
+def _check_fits_card(model: keras.Model, card: ModelCard, source: str) -> None:
+    expected = (None, *card.config.input.shape)
+    if tuple(model.input_shape) != expected:
+        raise ArtifactIncompatibleError(
+            f"the network in {source} takes input {tuple(model.input_shape)}, but its card "
+            f"says {expected}"
+        )
+    if tuple(model.output_shape) != (None, 1):
+        raise ArtifactIncompatibleError(
+            f"the network in {source} has output {tuple(model.output_shape)}; expected one "
+            "malignancy probability (None, 1)"
+        )
+    names = {layer.name for layer in model.layers}
+    missing = [name for name in (LOGIT_LAYER, OUTPUT_LAYER) if name not in names]
+    if missing:
+        raise ArtifactIncompatibleError(
+            f"the network in {source} was not built by model.network (no layer {missing[0]!r})"
+        )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

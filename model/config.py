@@ -1,0 +1,86 @@
+"""What the network is and what input it expects, as plain data.
+
+Like timm's ``pretrained_cfg``, the configuration travels with a trained model (inside its
+model card), so serving always resizes and normalises exactly as training did.
+
+Example:
+    >>> cfg = ModelConfig()
+    >>> cfg.input.height, cfg.input.width   # the paper's 144x96 (width x height)
+    (96, 144)
+    >>> cfg.input.shape
+    (96, 144, 3)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+LABELS: dict[int, str] = {0: "benign", 1: "malignant"}
+"""Label encoding of the paper: benign 0, malignant 1."""
+
+# ImageNet channel means in BGR order, as keras.applications.resnet50.preprocess_input
+# ("caffe" mode) subtracts them. Written out so the contract is visible and framework-free.
+IMAGENET_BGR_MEAN: tuple[float, float, float] = (103.939, 116.779, 123.68)
+
+Pooling = Literal["avg", "flatten"]
+COARSE_LAYER = "conv5_block3_out"  # 3x5 feature map at 96x144 input
+FINE_LAYER = "conv4_block6_out"  # 6x9 feature map at 96x144 input
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How an RGB image becomes the network input.
+
+    Attributes:
+        height, width: network input size in pixels (the paper resizes to 144x96, w x h).
+        interpolation: Pillow resampling filter used to resize. ``"bilinear"`` is Pillow's
+            antialiased bilinear filter (its support grows with the downscale factor), so a
+            700x460 image is averaged, not aliased, down to 144x96.
+        normalisation: ``"resnet50_caffe"``: RGB to BGR, then subtract the ImageNet BGR mean
+            (no scaling), exactly ``keras.applications.resnet50.preprocess_input``.
+    """
+
+    height: int = 96
+    width: int = 144
+    channels: int = 3
+    interpolation: Literal["bilinear", "bicubic", "lanczos", "nearest"] = "bilinear"
+    normalisation: Literal["resnet50_caffe"] = "resnet50_caffe"
+    channel_mean_bgr: tuple[float, float, float] = IMAGENET_BGR_MEAN
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Input tensor shape without the batch axis: (height, width, channels)."""
+        return (self.height, self.width, self.channels)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the classifier: ResNet-50 base and the paper's head.
+
+    Attributes:
+        input: the input contract (size, resize filter, normalisation).
+        pooling: how the 3x5x2048 ResNet output becomes a vector before the head.
+            ``"avg"`` (global average pooling, the default) is the usual transfer-learning
+            reading of the paper; ``"flatten"`` (30,720 features) is the literal other reading
+            of its "Flatten" step and gives a 31M-parameter first Dense layer.
+        dense_units, dropout: the head, Dense(1024) -> Dropout(0.4) -> ReLU -> Dense(1, sigmoid).
+    """
+
+    input: InputSpec = field(default_factory=InputSpec)
+    pooling: Pooling = "avg"
+    dense_units: int = 1024
+    dropout: float = 0.4
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary (tuples become lists)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise ``TypeError``."""
+        data = dict(data)
+        spec = dict(data.pop("input", {}))
+        if "channel_mean_bgr" in spec:
+            spec["channel_mean_bgr"] = tuple(spec["channel_mean_bgr"])
+        return cls(input=InputSpec(**spec), **data)

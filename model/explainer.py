@@ -1,0 +1,233 @@
+"""Class-activation maps (Grad-CAM, Grad-CAM++, LayerCAM) for the malignancy output.
+
+All three run through tf-keras-vis on a named layer, with ``seek_penultimate_conv_layer=False``
+(the layer is exactly the one asked for) and ``ReplaceToLinear`` (the score is the pre-sigmoid
+logit, so a saturated sigmoid does not give an all-zero map). Plain Grad-CAM also has a fast
+path: the same computation as one traced ``tf.function`` that returns the map and the
+probability from a single forward/backward pass (tests check it agrees with tf-keras-vis).
+
+Maps come back at the layer's own resolution, normalised to [0, 1] per image as tf-keras-vis
+does; :func:`model.overlay.upsample_heatmap` brings them to the original image size.
+At the 96x144 input, ``conv5_block3_out`` gives a coarse 3x5 map and ``conv4_block6_out`` a
+finer 6x9 one.
+
+Score-CAM is left out on purpose: tf-keras-vis's Scorecam weighs each channel by a softmax
+over the scores of the masked inputs, which for a single sigmoid/logit output is not the
+class-discriminative weight of the method, and a faithful version needs one forward pass per
+channel (2,048 at ``conv5_block3_out``): seconds per image on a CPU.
+
+Example:
+    >>> explainer = Explainer(build_model(weights=None), threshold=0.5)
+    >>> result = explainer.explain(np.zeros((1, 96, 144, 3), "float32"))
+    >>> result.heatmaps.shape
+    (1, 3, 5)
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from model.config import COARSE_LAYER, FINE_LAYER
+from model.errors import LayerNotFoundError
+from model.network import LOGIT_LAYER
+
+CamMethod = Literal["gradcam", "gradcam++", "layercam"]
+CAM_METHODS: dict[str, str] = {
+    "gradcam": "Grad-CAM",
+    "gradcam++": "Grad-CAM++",
+    "layercam": "LayerCAM",
+}
+CAM_LAYERS: dict[str, str] = {
+    COARSE_LAYER: "coarse (conv5_block3_out, 3x5 cells)",
+    FINE_LAYER: "fine (conv4_block6_out, 6x9 cells)",
+}
+Target = Literal["predicted", "malignant", "benign"]
+_EPSILON = keras.config.epsilon()  # tf-keras-vis normalises with the same epsilon
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Maps (n, h, w) in [0, 1] at the layer's resolution, and the model's probabilities."""
+
+    heatmaps: np.ndarray
+    probabilities: np.ndarray
+    method: str
+    layer: str
+    targets: tuple[str, ...]
+
+
+class Explainer:
+    """Computes class-activation maps of a classifier built by :mod:`model.network`.
+
+    Args:
+        model: the classifier (sigmoid output layer preceded by the ``logit`` layer).
+        threshold: decides the predicted class when ``target="predicted"``.
+        fast_gradcam: use the traced single-pass Grad-CAM instead of tf-keras-vis for
+            ``method="gradcam"`` (same map, about 10x faster on CPU).
+
+    The object is safe to share between threads: traced functions and tf-keras-vis objects
+    are created once under a lock, and calling them keeps no state.
+    """
+
+    def __init__(self, model: keras.Model, threshold: float = 0.5, fast_gradcam: bool = True):
+        self.model = model
+        self.threshold = float(threshold)
+        self.fast_gradcam = fast_gradcam
+        self._lock = threading.Lock()
+        self._fast: dict[str, Callable] = {}
+        self._visualizers: dict[str, object] = {}
+        self._probability_fn: Callable | None = None
+
+    # --- public --------------------------------------------------------------------------
+    def explain(
+        self,
+        inputs: np.ndarray,
+        method: CamMethod = "gradcam",
+        layer: str = COARSE_LAYER,
+        target: Target = "predicted",
+    ) -> Explanation:
+        """Maps for a preprocessed batch (n, h, w, 3).
+
+        Args:
+            method: ``"gradcam"``, ``"gradcam++"`` or ``"layercam"``.
+            layer: a convolutional layer name (see :data:`CAM_LAYERS`).
+            target: which class's evidence to show: the ``"predicted"`` one (per image, by
+                the threshold), or always ``"malignant"`` / ``"benign"``. The benign score is
+                the negated logit.
+        """
+        if method not in CAM_METHODS:
+            raise ValueError(f"method must be one of {tuple(CAM_METHODS)}, got {method!r}")
+        self._check_layer(layer)
+        inputs = np.asarray(inputs, dtype=np.float32)
+        if method == "gradcam" and self.fast_gradcam:
+            return self._explain_fast(inputs, layer, target)
+        probabilities = self._probabilities(inputs)
+        signs = self._signs(probabilities, target)
+        visualizer = self._visualizer(method)
+        score_signs = tf.constant(signs, dtype=tf.float32)
+        cams = visualizer(
+            lambda output: output[:, 0] * score_signs,
+            inputs,
+            penultimate_layer=layer,
+            seek_penultimate_conv_layer=False,
+            expand_cam=False,
+            normalize_cam=True,
+        )
+        heatmaps = np.asarray(cams, dtype=np.float32).reshape(len(inputs), *cams.shape[-2:])
+        return Explanation(heatmaps, probabilities, method, layer, _target_names(signs))
+
+    def reference_gradcam(
+        self, inputs: np.ndarray, layer: str = COARSE_LAYER, target: Target = "predicted"
+    ) -> Explanation:
+        """Plain Grad-CAM through tf-keras-vis, even when the fast path is on (for checks)."""
+        fast, self.fast_gradcam = self.fast_gradcam, False
+        try:
+            return self.explain(inputs, "gradcam", layer, target)
+        finally:
+            self.fast_gradcam = fast
+
+    # --- fast Grad-CAM -------------------------------------------------------------------
+    def _explain_fast(self, inputs: np.ndarray, layer: str, target: Target) -> Explanation:
+        mode = {"predicted": 0.0, "malignant": 1.0, "benign": -1.0}[target]
+        cams, probabilities, signs = self._fast_fn(layer)(
+            tf.constant(inputs), tf.constant(mode, tf.float32)
+        )
+        heatmaps = _normalise(cams.numpy())
+        return Explanation(
+            heatmaps, probabilities.numpy(), "gradcam", layer, _target_names(signs.numpy())
+        )
+
+    def _fast_fn(self, layer: str) -> Callable:
+        with self._lock:
+            if layer not in self._fast:
+                self._fast[layer] = self._trace_fast_gradcam(layer)
+            return self._fast[layer]
+
+    def _trace_fast_gradcam(self, layer: str) -> Callable:
+        grad_model = keras.Model(
+            self.model.inputs,
+            [self.model.get_layer(layer).output, self.model.get_layer(LOGIT_LAYER).output],
+        )
+        threshold_logit = float(np.log(self.threshold / (1.0 - self.threshold)))
+
+        def gradcam(images: tf.Tensor, mode: tf.Tensor) -> tuple[tf.Tensor, ...]:
+            with tf.GradientTape() as tape:
+                features, logits = grad_model(images, training=False)
+                logits = logits[:, 0]
+                predicted = tf.where(logits >= threshold_logit, 1.0, -1.0)
+                signs = tf.stop_gradient(tf.where(mode == 0.0, predicted, mode))
+                score = tf.reduce_sum(logits * signs)
+            grads = tape.gradient(score, features)
+            # Grad-CAM: channel weights are the spatially averaged gradients.
+            weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+            cams = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))
+            return cams, tf.sigmoid(logits), signs
+
+        shape = (None, *self.model.input_shape[1:])
+        traced = tf.function(gradcam)
+        return traced.get_concrete_function(
+            tf.TensorSpec(shape, tf.float32), tf.TensorSpec((), tf.float32)
+        )
+
+    # --- tf-keras-vis --------------------------------------------------------------------
+    def _visualizer(self, method: str) -> Callable:
+        with self._lock:
+            if method not in self._visualizers:
+                self._visualizers[method] = _make_visualizer(self.model, method)
+            return self._visualizers[method]
+
+    def _probabilities(self, inputs: np.ndarray) -> np.ndarray:
+        with self._lock:
+            if self._probability_fn is None:
+                shape = (None, *self.model.input_shape[1:])
+                self._probability_fn = tf.function(
+                    lambda x: self.model(x, training=False)[:, 0]
+                ).get_concrete_function(tf.TensorSpec(shape, tf.float32))
+        return self._probability_fn(tf.constant(inputs)).numpy()
+
+    def _signs(self, probabilities: np.ndarray, target: Target) -> np.ndarray:
+        if target == "malignant":
+            return np.ones_like(probabilities)
+        if target == "benign":
+            return -np.ones_like(probabilities)
+        return np.where(probabilities >= self.threshold, 1.0, -1.0).astype(np.float32)
+
+    def _check_layer(self, layer: str) -> None:
+        try:
+            found = self.model.get_layer(layer)
+        except ValueError as error:
+            raise LayerNotFoundError(
+                f"no layer named {layer!r} in the network; use one of {tuple(CAM_LAYERS)}"
+            ) from error
+        if len(found.output.shape) != 4:
+            raise LayerNotFoundError(f"layer {layer!r} is not convolutional (no spatial map)")
+
+
+def _make_visualizer(model: keras.Model, method: str) -> Callable:
+    # Imported here: tf-keras-vis is only needed for these methods, not for the fast path.
+    from tf_keras_vis.gradcam import Gradcam
+    from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus
+    from tf_keras_vis.layercam import Layercam
+    from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
+
+    cls = {"gradcam": Gradcam, "gradcam++": GradcamPlusPlus, "layercam": Layercam}[method]
+    return cls(model, model_modifier=ReplaceToLinear(), clone=True)
+
+
+def _normalise(cams: np.ndarray) -> np.ndarray:
+    """Per-image min-max to [0, 1], exactly as tf-keras-vis's ``normalize``."""
+    axes = tuple(range(1, cams.ndim))
+    low = cams.min(axis=axes, keepdims=True)
+    high = cams.max(axis=axes, keepdims=True)
+    return ((cams - low) / (high - low + _EPSILON)).astype(np.float32)
+
+
+def _target_names(signs: np.ndarray) -> tuple[str, ...]:
+    return tuple("malignant" if sign > 0 else "benign" for sign in np.asarray(signs))

@@ -1,0 +1,180 @@
+"""The network of the paper: ResNet-50 (ImageNet) + Dense(1024) -> Dropout(0.4) -> ReLU -> Dense(1).
+
+Built as ONE flat functional graph that keeps ResNet-50's own layer names
+(``conv5_block3_out``...), so Grad-CAM tools can address any layer (tf-keras-vis fails on a
+base model nested as a single layer). Only Keras 3 is used here, so the network builds on
+any Keras backend.
+
+The final ``Dense(1, sigmoid)`` of the paper is written as ``Dense(1)`` named ``logit``
+followed by a sigmoid ``Activation`` named ``malignancy``: the same function, but the
+pre-sigmoid score is a named layer, which Grad-CAM needs (the gradient of a saturated sigmoid
+is ~0) and calibration can use.
+
+Example:
+    >>> model = build_model(weights=None)
+    >>> model.output_shape
+    (None, 1)
+    >>> model.get_layer("conv5_block3_out").output.shape
+    (None, 3, 5, 2048)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import keras
+
+from model.config import ModelConfig
+from model.errors import WeightsUnavailableError
+
+LOGIT_LAYER = "logit"
+OUTPUT_LAYER = "malignancy"
+HEAD_LAYERS = ("head_pool", "head_flatten", "head_dense", "head_dropout", "head_relu")
+BASE_STAGES = ("conv1", "conv2", "conv3", "conv4", "conv5")
+FREEZE_CHOICES = ("none", "base", *BASE_STAGES[:-1])
+"""``none``: everything trains (the paper's fine-tuning); ``base``: the whole ResNet-50 is
+frozen (only the head trains); ``conv1``..``conv4``: ResNet-50 frozen up to and including
+that stage, later stages train."""
+
+IMAGENET_NOTOP_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+IMAGENET_NOTOP_URL = (
+    "https://storage.googleapis.com/tensorflow/keras-applications/resnet/" + IMAGENET_NOTOP_FILE
+)
+
+
+def build_model(
+    config: ModelConfig | None = None,
+    weights: str | Path | None = "imagenet",
+    freeze: str = "none",
+    seed: int | None = None,
+) -> keras.Model:
+    """Build the classifier (uncompiled).
+
+    Args:
+        config: architecture and input size; defaults to the paper's (96x144 input, avg pool).
+        weights: ``"imagenet"`` (Keras downloads once and caches it under ``~/.keras/models``),
+            a path to a ResNet-50 no-top weights file (``.h5`` as Keras publishes it, or a
+            ``.weights.h5`` saved by Keras 3) for offline use, or ``None`` (random init).
+        freeze: one of :data:`FREEZE_CHOICES`.
+        seed: seeds the head's initialisers, for reproducible runs.
+
+    Raises:
+        WeightsUnavailableError: ImageNet weights cannot be downloaded, or the local file is
+            missing or does not fit ResNet-50.
+    """
+    config = config or ModelConfig()
+    inputs = keras.Input(shape=config.input.shape, name="image")
+    base = _resnet50_base(inputs, weights)
+    x = base.output
+    if config.pooling == "avg":
+        x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+    elif config.pooling == "flatten":
+        x = keras.layers.Flatten(name="head_flatten")(x)
+    else:
+        raise ValueError(f"pooling must be 'avg' or 'flatten', got {config.pooling!r}")
+    init = keras.initializers.GlorotUniform(seed=seed)
+    x = keras.layers.Dense(config.dense_units, kernel_initializer=init, name="head_dense")(x)
+    x = keras.layers.Dropout(config.dropout, seed=seed, name="head_dropout")(x)
+    x = keras.layers.Activation("relu", name="head_relu")(x)
+    # float32 outputs keep the sigmoid and the loss stable under mixed precision.
+    logit = keras.layers.Dense(
+        1, kernel_initializer=keras.initializers.GlorotUniform(seed=None if seed is None else seed + 1),
+        dtype="float32", name=LOGIT_LAYER,
+    )(x)
+    probability = keras.layers.Activation("sigmoid", dtype="float32", name=OUTPUT_LAYER)(logit)
+    model = keras.Model(inputs, probability, name="breakhis_resnet50")
+    set_freeze(model, freeze)
+    return model
+
+
+def _resnet50_base(inputs: keras.KerasTensor, weights: str | Path | None) -> keras.Model:
+    """ResNet-50 without its top, built on ``inputs`` so its layers join the outer graph."""
+    if weights is None or weights == "imagenet":
+        source = weights
+    else:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise WeightsUnavailableError(
+                f"ResNet-50 weights file not found: {path}. Pass 'imagenet' to download them, "
+                f"or download {IMAGENET_NOTOP_URL} and pass its path."
+            )
+        source = str(path)
+    try:
+        return keras.applications.ResNet50(include_top=False, weights=source, input_tensor=inputs)
+    except Exception as error:
+        if source == "imagenet":
+            raise WeightsUnavailableError(imagenet_unavailable_message(error)) from error
+        if source is None:
+            raise
+        raise WeightsUnavailableError(
+            f"could not load ResNet-50 weights from {source}: {error}. The file must hold "
+            f"ResNet-50 no-top weights, such as {IMAGENET_NOTOP_FILE}."
+        ) from error
+
+
+def imagenet_cache_path() -> Path:
+    """Where Keras looks for (and caches) the ImageNet no-top weights file."""
+    keras_home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+    return keras_home / "models" / IMAGENET_NOTOP_FILE
+
+
+def imagenet_unavailable_message(error: BaseException) -> str:
+    """Say exactly which file to fetch and where to put it when the download fails."""
+    return (
+        f"the ImageNet weights for ResNet-50 could not be downloaded ({error}). On a machine "
+        f"with internet, download {IMAGENET_NOTOP_URL} (94.7 MB) and either copy it to "
+        f"{imagenet_cache_path()} (Keras's cache, where it is found without downloading) or "
+        f"pass its path as the weights (e.g. `--weights /path/to/{IMAGENET_NOTOP_FILE}`)."
+    )
+
+
+def base_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """The ResNet-50 layers of a model built by :func:`build_model` (no input, no head)."""
+    head = {*HEAD_LAYERS, LOGIT_LAYER, OUTPUT_LAYER}
+    return [
+        layer
+        for layer in model.layers
+        if layer.name not in head and not isinstance(layer, keras.layers.InputLayer)
+    ]
+
+
+def stage_of(layer_name: str) -> str:
+    """ResNet-50 stage of a layer: ``conv3_block2_out`` -> ``conv3``; ``pool1_pad`` -> ``conv1``."""
+    prefix = layer_name.split("_", 1)[0]
+    return "conv1" if prefix == "pool1" else prefix
+
+
+def set_freeze(model: keras.Model, freeze: str) -> None:
+    """Freeze none, all or the first stages of ResNet-50 (see :data:`FREEZE_CHOICES`).
+
+    Frozen BatchNormalization layers also run in inference mode (Keras 3 semantics), which
+    keeps their ImageNet statistics intact during fine-tuning.
+    """
+    if freeze not in FREEZE_CHOICES:
+        raise ValueError(f"freeze must be one of {FREEZE_CHOICES}, got {freeze!r}")
+    if freeze == "none":
+        frozen_stages: set[str] = set()
+    elif freeze == "base":
+        frozen_stages = set(BASE_STAGES)
+    else:
+        frozen_stages = set(BASE_STAGES[: BASE_STAGES.index(freeze) + 1])
+    for layer in base_layers(model):
+        layer.trainable = stage_of(layer.name) not in frozen_stages
+
+
+def compile_model(
+    model: keras.Model, learning_rate: float = 1e-4, jit_compile: bool | str = "auto"
+) -> keras.Model:
+    """Compile as the paper: RMSprop, mean squared error; metrics accuracy and AUC.
+
+    ``learning_rate`` is not given in the paper; 1e-4 is a safe fine-tuning rate for RMSprop
+    (Keras's default 1e-3 disturbs the pretrained filters).
+    """
+    model.compile(
+        optimizer=keras.optimizers.RMSprop(learning_rate=learning_rate),
+        loss="mean_squared_error",
+        metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
+        jit_compile=jit_compile,
+    )
+    return model

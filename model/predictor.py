@@ -1,0 +1,124 @@
+"""Malignancy probabilities from a model, fast and safe to share between threads.
+
+The inference function is traced once (a ``tf.function`` with a fixed input signature), so
+each call runs a compiled graph instead of ``model.predict``'s per-call setup. A traced
+concrete function is stateless, so one :class:`Predictor` serves all Streamlit sessions.
+
+Example:
+    >>> predictor = Predictor(build_model(weights=None), InputSpec())
+    >>> predictor.predict_batch(np.zeros((2, 96, 144, 3), "float32")).shape
+    (2,)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from model.config import LABELS, InputSpec
+from model.preprocessing import DecodedImage, decode_image, to_model_input
+
+
+@dataclass(frozen=True)
+class TTAResult:
+    """Test-time augmentation: the probability under each flip/rotation, and their summary."""
+
+    probabilities: np.ndarray  # (n_images, n_views)
+    views: tuple[str, ...]
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.probabilities.mean(axis=1)
+
+    @property
+    def std(self) -> np.ndarray:
+        return self.probabilities.std(axis=1)
+
+
+# Views that keep the (96, 144) shape: identity, flips and the half turn. Quarter turns would
+# transpose the input to 144x96, a shape the network was not trained on.
+TTA_VIEWS: dict[str, tuple[bool, bool]] = {
+    "original": (False, False),
+    "flip left-right": (False, True),
+    "flip up-down": (True, False),
+    "rotate 180": (True, True),
+}
+
+
+class Predictor:
+    """Probabilities for preprocessed batches, decoded images or raw image bytes.
+
+    Args:
+        model: a network built by :func:`model.network.build_model` (or loaded artifact).
+        spec: the input contract the model was trained with.
+        threshold: decision threshold on the malignancy probability.
+        batch_size: largest batch sent to the network at once (bounds memory).
+        jit_compile: compile the graph with XLA (helps on GPU; measured in ``bench/``).
+    """
+
+    def __init__(
+        self,
+        model: keras.Model,
+        spec: InputSpec,
+        threshold: float = 0.5,
+        batch_size: int = 32,
+        jit_compile: bool = False,
+    ) -> None:
+        self.model = model
+        self.spec = spec
+        self.threshold = float(threshold)
+        self.batch_size = int(batch_size)
+        signature = tf.TensorSpec((None, *spec.shape), tf.float32, name="images")
+        infer = tf.function(
+            lambda images: model(images, training=False)[:, 0], jit_compile=jit_compile
+        )
+        # Trace now, once: later calls only run the graph (and never retrace concurrently).
+        self._infer = infer.get_concrete_function(signature)
+
+    def predict_batch(self, inputs: np.ndarray) -> np.ndarray:
+        """Probabilities (n,) for preprocessed inputs of shape (n, *spec.shape)."""
+        inputs = np.asarray(inputs, dtype=np.float32)
+        if inputs.ndim != 4 or inputs.shape[1:] != self.spec.shape:
+            raise ValueError(f"expected inputs (n, {self.spec.shape}), got {inputs.shape}")
+        chunks = [
+            self._infer(tf.constant(inputs[start : start + self.batch_size])).numpy()
+            for start in range(0, len(inputs), self.batch_size)
+        ]
+        return np.concatenate(chunks) if chunks else np.zeros((0,), np.float32)
+
+    def predict(self, images: Sequence[bytes | DecodedImage]) -> np.ndarray:
+        """Probabilities for image files' bytes or decoded images (same order)."""
+        inputs = np.stack([self._to_input(image) for image in images])
+        return self.predict_batch(inputs)
+
+    def predict_one(self, image: bytes | DecodedImage) -> float:
+        """Probability for a single image."""
+        return float(self.predict([image])[0])
+
+    def predict_tta(self, inputs: np.ndarray) -> TTAResult:
+        """Probabilities of each image under every view in :data:`TTA_VIEWS`."""
+        inputs = np.asarray(inputs, dtype=np.float32)
+        views = [_view(inputs, *flips) for flips in TTA_VIEWS.values()]
+        stacked = self.predict_batch(np.concatenate(views))
+        per_view = stacked.reshape(len(TTA_VIEWS), len(inputs)).T
+        return TTAResult(probabilities=per_view, views=tuple(TTA_VIEWS))
+
+    def label(self, probability: float) -> str:
+        """``"malignant"`` at or above the threshold, else ``"benign"``."""
+        return LABELS[int(probability >= self.threshold)]
+
+    def _to_input(self, image: bytes | DecodedImage) -> np.ndarray:
+        decoded = image if isinstance(image, DecodedImage) else decode_image(image)
+        return to_model_input(decoded, self.spec)
+
+
+def _view(inputs: np.ndarray, flip_rows: bool, flip_columns: bool) -> np.ndarray:
+    if flip_rows:
+        inputs = inputs[:, ::-1]
+    if flip_columns:
+        inputs = inputs[:, :, ::-1]
+    return inputs

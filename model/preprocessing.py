@@ -1,0 +1,257 @@
+"""The one preprocessing contract: image bytes -> RGB pixels -> network input.
+
+Training (``train/``) and serving (``app/``) both call these functions, so a model never
+sees differently prepared images in production than in training. The steps:
+
+1. :func:`decode_image`: decode with Pillow, refuse empty / non-image / truncated /
+   oversized input with a typed error, apply the EXIF orientation, convert any mode to RGB.
+2. :func:`resize_to_input`: resize to the model's input size with the filter named in its
+   :class:`~model.config.InputSpec` (Pillow's antialiased bilinear by default).
+3. :func:`normalise`: ResNet-50's "caffe" normalisation (RGB->BGR, minus ImageNet mean);
+   plain arithmetic, so it runs on NumPy arrays and on TensorFlow/JAX tensors alike
+   (the training pipeline applies it inside ``tf.data``).
+
+:func:`preprocess` chains the three.
+
+Example:
+    >>> import io
+    >>> from PIL import Image
+    >>> buffer = io.BytesIO()
+    >>> Image.new("RGB", (700, 460), (200, 120, 180)).save(buffer, format="PNG")
+    >>> x = preprocess(buffer.getvalue(), InputSpec())
+    >>> x.shape, x.dtype
+    ((96, 144, 3), dtype('float32'))
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from model.config import InputSpec
+from model.errors import (
+    EmptyImageError,
+    ImageTooLargeError,
+    NotAnImageError,
+    TruncatedImageError,
+    UnsupportedImageError,
+)
+
+DEFAULT_MAX_PIXELS = 50_000_000
+"""Refuse images above 50 megapixels (a BreakHis image has 0.32): a decompression-bomb guard
+well below Pillow's own, checked from the header before any pixel is decoded."""
+
+DEFAULT_MAX_BYTES = 100 * 1024 * 1024
+"""Refuse files above 100 MiB before handing them to a decoder."""
+
+_RESAMPLING = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+_WITH_ALPHA = {"RGBA", "RGBa", "LA", "La", "PA"}
+_HIGH_BIT_DEPTH = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An image decoded to 8-bit RGB, with what was done to get there.
+
+    Attributes:
+        pixels: ``uint8`` array of shape (height, width, 3).
+        format: the file format Pillow detected (``"PNG"``, ``"JPEG"``...).
+        original_mode: the Pillow mode before conversion (``"RGBA"``, ``"I;16"``, ``"L"``...).
+        notes: human-readable notes on conversions (alpha flattened, 16-bit rescaled...).
+    """
+
+    pixels: np.ndarray
+    format: str | None
+    original_mode: str
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+    @property
+    def is_grayscale_source(self) -> bool:
+        """True when the file carried no colour (the model was trained on colour H&E)."""
+        return self.original_mode in {"1", "L", "LA", "La", "F"} | _HIGH_BIT_DEPTH
+
+
+def decode_image(
+    data: bytes,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> DecodedImage:
+    """Decode image bytes to 8-bit RGB, or raise a specific :class:`~model.errors.ImageError`.
+
+    Args:
+        data: the raw file content (PNG, JPEG, TIFF, BMP, ... anything Pillow reads).
+        max_pixels: refuse larger images before decoding their pixels.
+        max_bytes: refuse larger files before opening them.
+
+    Raises:
+        EmptyImageError: no bytes.
+        NotAnImageError: not a format Pillow recognises.
+        TruncatedImageError: the pixel data is cut short or damaged.
+        ImageTooLargeError: more than ``max_pixels`` pixels or ``max_bytes`` bytes.
+        UnsupportedImageError: a zero-sized image.
+    """
+    if not data:
+        raise EmptyImageError("empty file: it contains no bytes")
+    if len(data) > max_bytes:
+        raise ImageTooLargeError(
+            f"file too large: {len(data) / 2**20:.1f} MiB (limit {max_bytes / 2**20:.0f} MiB)"
+        )
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError as error:
+        raise NotAnImageError(
+            "not an image: the file is not in a format that can be read "
+            "(expected PNG, JPEG, TIFF or BMP)"
+        ) from error
+    except Image.DecompressionBombError as error:
+        raise ImageTooLargeError(f"image too large: {error}") from error
+    except (OSError, SyntaxError, ValueError) as error:
+        raise TruncatedImageError(f"damaged image header: {error}") from error
+
+    with image:
+        fmt = image.format
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ImageTooLargeError(
+                f"image too large: {width}x{height} ({width * height:,} pixels; "
+                f"limit {max_pixels:,})"
+            )
+        if width == 0 or height == 0:
+            raise UnsupportedImageError(f"image has no pixels: {width}x{height}")
+        notes: list[str] = []
+        frames = getattr(image, "n_frames", 1)
+        if frames > 1:
+            notes.append(f"first of {frames} frames used")
+        try:
+            image.load()
+        except Image.DecompressionBombError as error:
+            raise ImageTooLargeError(f"image too large: {error}") from error
+        except (OSError, SyntaxError, ValueError, EOFError) as error:
+            kind = fmt or "image"
+            raise TruncatedImageError(
+                f"truncated or damaged {kind}: the pixel data could not be read ({error})"
+            ) from error
+        original_mode = image.mode
+        image = _apply_exif_orientation(image, notes)
+        pixels = _to_rgb_array(image, notes)
+    return DecodedImage(pixels=pixels, format=fmt, original_mode=original_mode, notes=tuple(notes))
+
+
+def load_image_file(path: str | Path, **limits: Any) -> DecodedImage:
+    """Read a file and :func:`decode_image` it (same errors; a missing file is ``OSError``)."""
+    return decode_image(Path(path).read_bytes(), **limits)
+
+
+def resize_to_input(image: DecodedImage | np.ndarray, spec: InputSpec) -> np.ndarray:
+    """Resize RGB pixels to the network's input size; returns ``uint8`` (h, w, 3).
+
+    Uses the Pillow filter named by ``spec.interpolation`` (antialiased when shrinking).
+    """
+    pixels = image.pixels if isinstance(image, DecodedImage) else np.asarray(image)
+    if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
+        raise ValueError(f"expected uint8 RGB pixels (h, w, 3), got {pixels.dtype} {pixels.shape}")
+    if pixels.shape[:2] == (spec.height, spec.width):
+        return pixels
+    resized = Image.fromarray(pixels, mode="RGB").resize(
+        (spec.width, spec.height), resample=_RESAMPLING[spec.interpolation]
+    )
+    return np.asarray(resized)
+
+
+def normalise(pixels: Any, spec: InputSpec) -> Any:
+    """ResNet-50 "caffe" normalisation of RGB pixel values in [0, 255].
+
+    Works on a NumPy array (returns ``float32``) or on a framework tensor of float dtype
+    (returns a tensor), for one image (h, w, 3) or a batch (n, h, w, 3). Identical to
+    ``keras.applications.resnet50.preprocess_input``.
+    """
+    if spec.normalisation != "resnet50_caffe":
+        raise ValueError(f"unknown normalisation {spec.normalisation!r}")
+    if isinstance(pixels, np.ndarray):
+        pixels = pixels.astype(np.float32, copy=False)
+        mean = np.asarray(spec.channel_mean_bgr, dtype=np.float32)
+    else:
+        mean = spec.channel_mean_bgr
+    bgr = pixels[..., ::-1]
+    return bgr - mean
+
+
+def to_model_input(image: DecodedImage | np.ndarray, spec: InputSpec) -> np.ndarray:
+    """Resize and normalise decoded RGB pixels: ``float32`` array of ``spec.shape``."""
+    return normalise(resize_to_input(image, spec), spec)
+
+
+def preprocess(data: bytes, spec: InputSpec, **limits: Any) -> np.ndarray:
+    """The whole contract: bytes -> :func:`decode_image` -> :func:`to_model_input`."""
+    return to_model_input(decode_image(data, **limits), spec)
+
+
+# --- helpers ------------------------------------------------------------------------------
+def _apply_exif_orientation(image: Image.Image, notes: list[str]) -> Image.Image:
+    """Rotate/flip as the EXIF Orientation tag says (cameras store pixels unrotated)."""
+    try:
+        orientation = image.getexif().get(0x0112, 1)
+    except Exception:  # a malformed EXIF block must not lose the image
+        notes.append("unreadable EXIF metadata ignored")
+        return image
+    if orientation in (None, 1):
+        return image
+    notes.append(f"rotated/flipped by EXIF orientation {orientation}")
+    return ImageOps.exif_transpose(image)
+
+
+def _to_rgb_array(image: Image.Image, notes: list[str]) -> np.ndarray:
+    """Any Pillow mode -> uint8 RGB array, rescaling rather than clipping high bit depths."""
+    mode = image.mode
+    if mode == "RGB":
+        return np.asarray(image)
+    if mode == "P" and "transparency" in image.info:
+        image, mode = image.convert("RGBA"), "RGBA"
+    if mode in _WITH_ALPHA:
+        # Transparent areas become white, like the empty glass of a slide.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        notes.append(f"{mode} transparency flattened onto white")
+        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
+    if mode in _HIGH_BIT_DEPTH or mode == "F":
+        gray = _rescale_to_uint8(np.asarray(image), mode, notes)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode != "RGB":
+        notes.append(f"converted from {mode} to RGB")
+    return np.asarray(image.convert("RGB"))
+
+
+def _rescale_to_uint8(values: np.ndarray, mode: str, notes: list[str]) -> np.ndarray:
+    """Map 16/32-bit integer or float grayscale to 0..255 (Pillow's own convert clips)."""
+    values = values.astype(np.float64)
+    low, high = float(values.min()), float(values.max())
+    if mode.startswith("I;16") or (mode == "I" and 255 < high <= 65535 and low >= 0):
+        scaled, how = values / 257.0, "16-bit grayscale scaled to 8 bits"
+    elif mode == "F" and 0 <= low and high <= 1:
+        scaled, how = values * 255.0, "float grayscale in [0, 1] scaled to 8 bits"
+    elif 0 <= low and high <= 255:
+        scaled, how = values, f"{mode} grayscale read as 8-bit values"
+    else:
+        span = high - low or 1.0
+        scaled, how = (values - low) / span * 255.0, f"{mode} grayscale stretched to 8 bits"
+    notes.append(how)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
