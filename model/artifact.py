@@ -178,7 +178,9 @@ def _parse_card(card_bytes: bytes, source: str) -> ModelCard:
     try:
         data = json.loads(card_bytes.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ArtifactCorruptError(f"{CARD_FILE} in {source} is not valid JSON ({error})") from error
+        raise ArtifactCorruptError(
+            f"{CARD_FILE} in {source} is not valid JSON ({error})"
+        ) from error
     if not isinstance(data, dict):
         raise ArtifactCorruptError(f"{CARD_FILE} in {source} is not a JSON object")
     version = data.get("schema_version")

@@ -72,7 +72,7 @@ class ModelCard:
             at least ``description``, ``patient_disjoint`` (bool) and ``metrics``.
         software: versions of the libraries that wrote the model.
         created: ISO-8601 UTC time of writing.
-        model_sha256: checksum of the weights file, filled in by :func:`model.artifact.save_artifact`.
+        model_sha256: checksum of the weights file (set by :func:`model.artifact.save_artifact`).
     """
 
     name: str

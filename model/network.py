@@ -79,8 +79,12 @@ def build_model(
     x = keras.layers.Activation("relu", name="head_relu")(x)
     # float32 outputs keep the sigmoid and the loss stable under mixed precision.
     logit = keras.layers.Dense(
-        1, kernel_initializer=keras.initializers.GlorotUniform(seed=None if seed is None else seed + 1),
-        dtype="float32", name=LOGIT_LAYER,
+        1,
+        kernel_initializer=keras.initializers.GlorotUniform(
+            seed=None if seed is None else seed + 1
+        ),
+        dtype="float32",
+        name=LOGIT_LAYER,
     )(x)
     probability = keras.layers.Activation("sigmoid", dtype="float32", name=OUTPUT_LAYER)(logit)
     model = keras.Model(inputs, probability, name="breakhis_resnet50")

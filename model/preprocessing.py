@@ -246,9 +246,9 @@ def _rescale_to_uint8(values: np.ndarray, mode: str, notes: list[str]) -> np.nda
     low, high = float(values.min()), float(values.max())
     if mode.startswith("I;16") or (mode == "I" and 255 < high <= 65535 and low >= 0):
         scaled, how = values / 257.0, "16-bit grayscale scaled to 8 bits"
-    elif mode == "F" and 0 <= low and high <= 1:
+    elif mode == "F" and low >= 0 and high <= 1:
         scaled, how = values * 255.0, "float grayscale in [0, 1] scaled to 8 bits"
-    elif 0 <= low and high <= 255:
+    elif low >= 0 and high <= 255:
         scaled, how = values, f"{mode} grayscale read as 8-bit values"
     else:
         span = high - low or 1.0
