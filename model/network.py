@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import keras
@@ -94,27 +95,41 @@ def build_model(
 
 def _resnet50_base(inputs: keras.KerasTensor, weights: str | Path | None) -> keras.Model:
     """ResNet-50 without its top, built on ``inputs`` so its layers join the outer graph."""
-    if weights is None or weights == "imagenet":
-        source = weights
-    else:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise WeightsUnavailableError(
-                f"ResNet-50 weights file not found: {path}. Pass 'imagenet' to download them, "
-                f"or download {IMAGENET_NOTOP_URL} and pass its path."
+    if weights is None:
+        return keras.applications.ResNet50(include_top=False, weights=None, input_tensor=inputs)
+    if weights == "imagenet":
+        try:
+            return keras.applications.ResNet50(
+                include_top=False, weights="imagenet", input_tensor=inputs
             )
-        source = str(path)
-    try:
-        return keras.applications.ResNet50(include_top=False, weights=source, input_tensor=inputs)
-    except Exception as error:
-        if source == "imagenet":
+        except Exception as error:
             raise WeightsUnavailableError(imagenet_unavailable_message(error)) from error
-        if source is None:
-            raise
+    path = Path(weights).expanduser()
+    if not path.is_file():
         raise WeightsUnavailableError(
-            f"could not load ResNet-50 weights from {source}: {error}. The file must hold "
-            f"ResNet-50 no-top weights, such as {IMAGENET_NOTOP_FILE}."
-        ) from error
+            f"ResNet-50 weights file not found: {path}. Pass 'imagenet' to download them, "
+            f"or download {IMAGENET_NOTOP_URL} and pass its path."
+        )
+    base = keras.applications.ResNet50(include_top=False, weights=None, input_tensor=inputs)
+    # Keras 3 only *warns* when a weights file lacks some layers and leaves them random;
+    # a partial load must fail loudly instead.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            base.load_weights(str(path))
+        except Exception as error:
+            raise WeightsUnavailableError(_wrong_weights_message(path, error)) from error
+    skipped = [str(w.message) for w in caught if "Skipping" in str(w.message)]
+    if skipped:
+        raise WeightsUnavailableError(_wrong_weights_message(path, skipped[0]))
+    return base
+
+
+def _wrong_weights_message(path: Path, reason: object) -> str:
+    return (
+        f"could not load ResNet-50 weights from {path}: {reason}. The file must hold "
+        f"ResNet-50 no-top weights, such as {IMAGENET_NOTOP_FILE}."
+    )
 
 
 def imagenet_cache_path() -> Path:

@@ -15,6 +15,8 @@ sees differently prepared images in production than in training. The steps:
 
 Example:
     >>> import io
+import re
+import struct
     >>> from PIL import Image
     >>> buffer = io.BytesIO()
     >>> Image.new("RGB", (700, 460), (200, 120, 180)).save(buffer, format="PNG")
@@ -26,6 +28,8 @@ Example:
 from __future__ import annotations
 
 import io
+import re
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,7 +127,8 @@ def decode_image(
             "(expected PNG, JPEG, TIFF or BMP)"
         ) from error
     except Image.DecompressionBombError as error:
-        raise ImageTooLargeError(f"image too large: {error}") from error
+        # Pillow refuses absurd sizes (> 2x its own limit) while reading the header.
+        raise ImageTooLargeError(_bomb_message(data, error, max_pixels)) from error
     except (OSError, SyntaxError, ValueError) as error:
         raise TruncatedImageError(f"damaged image header: {error}") from error
 
@@ -206,6 +211,19 @@ def preprocess(data: bytes, spec: InputSpec, **limits: Any) -> np.ndarray:
 
 
 # --- helpers ------------------------------------------------------------------------------
+def _bomb_message(data: bytes, error: Exception, max_pixels: int) -> str:
+    """Name the size of an image Pillow refused from its header alone."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) >= 24:
+        width, height = struct.unpack(">II", data[16:24])  # IHDR comes first in every PNG
+        return (
+            f"image too large: {width}x{height} ({width * height:,} pixels; "
+            f"limit {max_pixels:,})"
+        )
+    match = re.search(r"\((\d+) pixels\)", str(error))
+    pixels = f"{int(match.group(1)):,} pixels" if match else "too many pixels"
+    return f"image too large: {pixels} (limit {max_pixels:,})"
+
+
 def _apply_exif_orientation(image: Image.Image, notes: list[str]) -> Image.Image:
     """Rotate/flip as the EXIF Orientation tag says (cameras store pixels unrotated)."""
     try:

@@ -1,0 +1,100 @@
+"""Grad-CAM, Grad-CAM++ and LayerCAM; the fast Grad-CAM path agrees with tf-keras-vis."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import keras
+import numpy as np
+import pytest
+
+from model.config import COARSE_LAYER, FINE_LAYER, InputSpec
+from model.errors import LayerNotFoundError
+from model.explainer import CAM_METHODS, Explainer
+from model.network import LOGIT_LAYER
+from model.preprocessing import preprocess
+from tests.model.conftest import png_bytes, tissue_like
+
+SHAPES = {COARSE_LAYER: (3, 5), FINE_LAYER: (6, 9)}
+
+
+@pytest.fixture(scope="module")
+def explainer(random_model) -> Explainer:
+    return Explainer(random_model, threshold=0.5)
+
+
+@pytest.fixture(scope="module")
+def synthetic_inputs() -> np.ndarray:
+    return np.stack([preprocess(png_bytes(tissue_like(seed=s)), InputSpec()) for s in range(3)])
+
+
+def _assert_useful_maps(heatmaps: np.ndarray, shape: tuple[int, int]) -> None:
+    assert heatmaps.shape[1:] == shape
+    assert np.isfinite(heatmaps).all()
+    assert heatmaps.min() >= 0.0 and heatmaps.max() <= 1.0 + 1e-6
+    for heatmap in heatmaps:
+        assert heatmap.max() - heatmap.min() > 0.5, "map is (nearly) constant"
+
+
+@pytest.mark.parametrize("layer", [COARSE_LAYER, FINE_LAYER])
+@pytest.mark.parametrize("target", ["predicted", "malignant", "benign"])
+def test_fast_gradcam_agrees_with_tf_keras_vis(explainer, sample_inputs, layer, target):
+    fast = explainer.explain(sample_inputs, "gradcam", layer, target)
+    reference = explainer.reference_gradcam(sample_inputs, layer, target)
+    assert np.allclose(fast.heatmaps, reference.heatmaps, atol=1e-4)
+    assert np.allclose(fast.probabilities, reference.probabilities, atol=1e-6)
+    assert fast.targets == reference.targets
+    if target == "predicted":
+        _assert_useful_maps(fast.heatmaps, SHAPES[layer])
+    else:
+        # Evidence for a fixed class may be absent altogether (ReLU leaves an empty map).
+        assert fast.heatmaps.shape[1:] == SHAPES[layer] and np.isfinite(fast.heatmaps).all()
+
+
+@pytest.mark.parametrize("method", list(CAM_METHODS))
+@pytest.mark.parametrize("layer", [COARSE_LAYER, FINE_LAYER])
+def test_every_method_gives_useful_maps_on_real_images(explainer, sample_inputs, method, layer):
+    explanation = explainer.explain(sample_inputs, method, layer)
+    _assert_useful_maps(explanation.heatmaps, SHAPES[layer])
+    assert explanation.method == method and explanation.layer == layer
+
+
+def test_targets_follow_the_threshold(random_model, synthetic_inputs):
+    probabilities = Explainer(random_model).explain(synthetic_inputs).probabilities
+    low = Explainer(random_model, threshold=float(probabilities.min()) / 2)
+    high = Explainer(random_model, threshold=min(0.999, float(probabilities.max()) * 2))
+    assert set(low.explain(synthetic_inputs).targets) == {"malignant"}
+    assert set(high.explain(synthetic_inputs).targets) == {"benign"}
+    assert set(high.explain(synthetic_inputs, target="malignant").targets) == {"malignant"}
+
+
+def test_saturated_sigmoid_still_gives_a_map(random_model, synthetic_inputs):
+    # Scale the last layer so the sigmoid saturates (probability exactly 0 or 1 in float32):
+    # the gradient of the probability vanishes, but the map uses the pre-sigmoid logit.
+    saturated = keras.models.clone_model(random_model)
+    saturated.set_weights(random_model.get_weights())
+    kernel, bias = saturated.get_layer(LOGIT_LAYER).get_weights()
+    saturated.get_layer(LOGIT_LAYER).set_weights([kernel * 1e4, bias])
+    explainer = Explainer(saturated)
+    fast = explainer.explain(synthetic_inputs)
+    assert np.all((fast.probabilities == 0.0) | (fast.probabilities == 1.0))
+    _assert_useful_maps(fast.heatmaps, SHAPES[COARSE_LAYER])
+    reference = explainer.reference_gradcam(synthetic_inputs)
+    assert np.allclose(fast.heatmaps, reference.heatmaps, atol=1e-4)
+
+
+def test_unknown_and_non_convolutional_layers(explainer, synthetic_inputs):
+    with pytest.raises(LayerNotFoundError, match="no layer named 'conv9_out'"):
+        explainer.explain(synthetic_inputs, layer="conv9_out")
+    with pytest.raises(LayerNotFoundError, match="not convolutional"):
+        explainer.explain(synthetic_inputs, layer="head_dense")
+    with pytest.raises(ValueError, match="method must be one of"):
+        explainer.explain(synthetic_inputs, method="scorecam")
+
+
+def test_shared_between_threads(explainer, synthetic_inputs):
+    expected = explainer.explain(synthetic_inputs).heatmaps
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        maps = list(pool.map(lambda i: explainer.explain(synthetic_inputs[i : i + 1]).heatmaps[0],
+                             range(3)))
+    assert np.allclose(np.stack(maps), expected, atol=1e-5)
