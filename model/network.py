@@ -25,6 +25,7 @@ import warnings
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from model.config import ModelConfig
 from model.errors import WeightsUnavailableError
@@ -74,23 +75,71 @@ def build_model(
         x = keras.layers.Flatten(name="head_flatten")(x)
     else:
         raise ValueError(f"pooling must be 'avg' or 'flatten', got {config.pooling!r}")
-    init = keras.initializers.GlorotUniform(seed=seed)
-    x = keras.layers.Dense(config.dense_units, kernel_initializer=init, name="head_dense")(x)
-    x = keras.layers.Dropout(config.dropout, seed=seed, name="head_dropout")(x)
-    x = keras.layers.Activation("relu", name="head_relu")(x)
-    # float32 outputs keep the sigmoid and the loss stable under mixed precision.
-    logit = keras.layers.Dense(
-        1,
-        kernel_initializer=keras.initializers.GlorotUniform(
-            seed=None if seed is None else seed + 1
-        ),
-        dtype="float32",
-        name=LOGIT_LAYER,
-    )(x)
-    probability = keras.layers.Activation("sigmoid", dtype="float32", name=OUTPUT_LAYER)(logit)
+    probability = add_head(x, config, seed)
     model = keras.Model(inputs, probability, name="breakhis_resnet50")
     set_freeze(model, freeze)
     return model
+
+
+def add_head(features: keras.KerasTensor, config: ModelConfig, seed: int | None = None):
+    """Dense(1024) -> Dropout -> ReLU -> Dense(1) ``logit`` -> sigmoid ``malignancy``.
+
+    Applied to pooled features; used by :func:`build_model` and by :func:`build_head_model`
+    (training the head on cached features), so both share layer names and weights layout.
+    """
+    init = keras.initializers.GlorotUniform(seed=seed)
+    x = keras.layers.Dense(config.dense_units, kernel_initializer=init, name="head_dense")(features)
+    x = keras.layers.Dropout(config.dropout, seed=seed, name="head_dropout")(x)
+    x = keras.layers.Activation("relu", name="head_relu")(x)
+    # float32 outputs keep the sigmoid and the loss stable under mixed precision.
+    logit_init = keras.initializers.GlorotUniform(seed=None if seed is None else seed + 1)
+    logit = keras.layers.Dense(1, kernel_initializer=logit_init, dtype="float32", name=LOGIT_LAYER)(
+        x
+    )
+    return keras.layers.Activation("sigmoid", dtype="float32", name=OUTPUT_LAYER)(logit)
+
+
+def build_head_model(
+    feature_size: int, config: ModelConfig | None = None, seed: int | None = None
+) -> keras.Model:
+    """The head alone, on pooled ResNet-50 features of size ``feature_size``.
+
+    Its trained weights move into a full model with :func:`copy_head_weights`.
+    """
+    config = config or ModelConfig()
+    features = keras.Input(shape=(feature_size,), name="features")
+    return keras.Model(features, add_head(features, config, seed), name="head")
+
+
+def copy_head_weights(
+    source: keras.Model,
+    target: keras.Model,
+    feature_mean: np.ndarray | None = None,
+    feature_scale: np.ndarray | None = None,
+) -> None:
+    """Copy the trainable head layers' weights between models that share their names.
+
+    When the source head was trained on standardised features ``(f - mean) / scale``, the
+    standardisation is folded into the first Dense layer (``W / scale``,
+    ``b - (mean / scale) @ W``), so the target computes exactly the same function on raw
+    features and its architecture stays the paper's.
+    """
+    kernel, bias = source.get_layer("head_dense").get_weights()
+    if feature_mean is not None and feature_scale is not None:
+        scale = np.asarray(feature_scale, dtype=np.float64)[:, None]
+        shift = np.asarray(feature_mean, dtype=np.float64)[:, None] / scale
+        bias = (bias - (shift * kernel).sum(axis=0)).astype(kernel.dtype)
+        kernel = (kernel / scale).astype(kernel.dtype)
+    target.get_layer("head_dense").set_weights([kernel, bias])
+    target.get_layer(LOGIT_LAYER).set_weights(source.get_layer(LOGIT_LAYER).get_weights())
+
+
+def feature_extractor(model: keras.Model) -> keras.Model:
+    """The model up to its pooled features (input of the head)."""
+    pooled = (
+        "head_pool" if "head_pool" in {layer.name for layer in model.layers} else "head_flatten"
+    )
+    return keras.Model(model.inputs, model.get_layer(pooled).output, name="features")
 
 
 def _resnet50_base(inputs: keras.KerasTensor, weights: str | Path | None) -> keras.Model:

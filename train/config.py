@@ -1,0 +1,149 @@
+"""Training configuration: three presets, every value overridable from the command line.
+
+``paper``
+    The paper's recipe: ImageNet weights, full fine-tuning, RMSprop, MSE, batch 32,
+    200 epochs x 200 steps, real-time augmentation, and the test set evaluated after every
+    epoch as the paper did (named "test-set monitoring" in the report: it is not used for
+    any choice). Meant for a GPU.
+``quick``
+    Frozen ResNet-50: its features are computed once and cached, then only the head trains.
+    Minutes on a laptop CPU for the full dataset. No augmentation (features are fixed).
+``smoke``
+    Seconds, for tests: like ``quick`` with random weights (no download) and few epochs.
+
+Example:
+    >>> config = resolve_config("quick", {"epochs": 5})
+    >>> config.freeze, config.epochs, config.feature_cache
+    ('base', 5, True)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run needs; saved as ``config.json`` in the run folder.
+
+    Attributes:
+        preset: the preset the values started from.
+        protocols: evaluation protocols to run, in order (``paper``, ``patient``,
+            ``magnification``); the first patient-disjoint one provides the served model.
+        weights: ``imagenet``, a local ResNet-50 no-top weights file, or ``none``.
+        freeze: ``none`` (fine-tune everything), ``base`` or ``conv1``..``conv4``.
+        pooling: ``avg`` or ``flatten`` (see ``model.config.ModelConfig``).
+        feature_cache: train the head on cached ResNet features (needs ``freeze="base"``).
+        epochs, steps_per_epoch: ``steps_per_epoch=None`` means one pass over the train set.
+        monitor_test: evaluate the test set after every epoch (the paper's Figs. 8-9).
+        folds: how many patient-disjoint folds to run (Spanhol: 5).
+        validation_fraction: share of training *patients* held out for model selection and
+            the threshold (patient protocol).
+        mixed_precision: ``mixed_float16`` (GPU) / ``mixed_bfloat16`` / ``float32``.
+        xla: compile the train step with XLA.
+        multi_gpu: replicate over all visible GPUs with ``tf.distribute.MirroredStrategy``.
+        deterministic: ask TensorFlow for deterministic ops (slower).
+    """
+
+    preset: str = "paper"
+    protocols: tuple[str, ...] = ("paper", "patient")
+    weights: str = "imagenet"
+    freeze: str = "none"
+    pooling: str = "avg"
+    feature_cache: bool = False
+    epochs: int = 200
+    steps_per_epoch: int | None = 200
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    augment: bool = True
+    monitor_test: bool = True
+    folds: int = 5
+    validation_fraction: float = 0.2
+    seed: int = 42
+    deterministic: bool = False
+    mixed_precision: str = "float32"
+    xla: bool = False
+    multi_gpu: bool = False
+    max_images: int | None = None
+    bootstrap: int = 1000
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainConfig:
+        data = json.loads(text)
+        data["protocols"] = tuple(data["protocols"])
+        return cls(**data)
+
+    def differences(self, other: TrainConfig) -> dict[str, tuple[Any, Any]]:
+        """Fields whose values differ: ``{name: (self's, other's)}``."""
+        return {
+            f.name: (getattr(self, f.name), getattr(other, f.name))
+            for f in fields(self)
+            if getattr(self, f.name) != getattr(other, f.name)
+        }
+
+
+PRESETS: dict[str, TrainConfig] = {
+    "paper": TrainConfig(),
+    "quick": TrainConfig(
+        preset="quick",
+        freeze="base",
+        feature_cache=True,
+        epochs=30,
+        steps_per_epoch=None,
+        batch_size=64,
+        learning_rate=1e-3,
+        augment=False,
+        monitor_test=True,
+        bootstrap=1000,
+    ),
+    "smoke": TrainConfig(
+        preset="smoke",
+        protocols=("patient",),
+        weights="none",
+        freeze="base",
+        feature_cache=True,
+        epochs=15,
+        steps_per_epoch=None,
+        batch_size=16,
+        learning_rate=1e-3,
+        augment=False,
+        folds=1,
+        bootstrap=100,
+    ),
+}
+
+
+def resolve_config(preset: str, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """The preset's values with ``overrides`` (``None`` values mean "keep the preset's")."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    changes = {key: value for key, value in (overrides or {}).items() if value is not None}
+    if "protocols" in changes:
+        changes["protocols"] = tuple(changes["protocols"])
+    config = replace(PRESETS[preset], **changes)
+    validate(config)
+    return config
+
+
+def validate(config: TrainConfig) -> None:
+    """Refuse combinations that cannot work, saying why."""
+    unknown = set(config.protocols) - {"paper", "patient", "magnification"}
+    if unknown or not config.protocols:
+        raise ValueError(f"protocols must be among paper, patient, magnification: {unknown}")
+    if config.feature_cache and config.freeze != "base":
+        raise ValueError("feature_cache needs freeze='base' (features of a frozen ResNet-50)")
+    if config.feature_cache and config.augment:
+        raise ValueError("augmentation cannot apply to cached features; use --no-augment")
+    if config.weights not in ("imagenet", "none") and not Path(config.weights).is_file():
+        raise ValueError(f"weights file not found: {config.weights}")
+    if config.mixed_precision not in ("float32", "mixed_float16", "mixed_bfloat16"):
+        raise ValueError(f"unknown mixed_precision policy {config.mixed_precision!r}")
+    if config.epochs < 1 or config.batch_size < 1 or config.folds < 1:
+        raise ValueError("epochs, batch_size and folds must be at least 1")

@@ -1,0 +1,152 @@
+"""Input pipeline: decode every image once with the model core's contract, then tf.data.
+
+1. :func:`load_images` decodes and resizes each file with :mod:`model.preprocessing`
+   (the very functions the app uses), in parallel threads, into one ``uint8`` array, cached
+   on disk (``.npy``, written atomically) so later runs and resumed runs skip decoding.
+2. :func:`make_dataset` builds the ``tf.data`` pipeline: shuffle, batch, real-time
+   augmentation with Keras preprocessing layers (flips, which with their combination give the
+   180-degree rotation; small zoom; brightness/contrast; H&E stain jitter), then the model's
+   normalisation, then prefetch. Augmentation lives in the pipeline, not in the saved model.
+
+Quarter-turn rotations are not used: they would turn the 144x96 (w x h) input into 96x144,
+a shape the network does not take; flips and the half turn are the shape-preserving
+members of that group.
+
+Example:
+    >>> images = load_images(index.path, InputSpec(), cache_dir="runs/cache")  # doctest: +SKIP
+    >>> train = make_dataset(images, labels, InputSpec(), batch_size=32, training=True)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from model.config import InputSpec
+from model.preprocessing import load_image_file, normalise, resize_to_input
+
+logger = logging.getLogger(__name__)
+
+# Optical densities of haematoxylin, eosin and DAB (rows), as scikit-image's rgb_from_hed
+# (Ruifrok & Johnston 2001). Jittering concentrations in this space mimics stain variation.
+RGB_FROM_HED = np.array(
+    [[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], dtype=np.float32
+)
+RGB_FROM_HED[2] = np.cross(RGB_FROM_HED[0], RGB_FROM_HED[1])
+RGB_FROM_HED /= np.linalg.norm(RGB_FROM_HED, axis=1, keepdims=True)
+HED_FROM_RGB = np.linalg.inv(RGB_FROM_HED).astype(np.float32)
+
+
+def load_images(
+    paths: Sequence[str],
+    spec: InputSpec,
+    cache_dir: str | Path | None = None,
+    workers: int | None = None,
+) -> np.ndarray:
+    """Decode + resize every image once: ``uint8`` array (n, height, width, 3).
+
+    With ``cache_dir``, the array is stored as ``images-<hash>.npy`` (hash of the paths, file
+    sizes and input spec) and reused by later calls.
+    """
+    paths = [str(path) for path in paths]
+    cache_file = None
+    if cache_dir is not None:
+        cache_file = Path(cache_dir) / f"images-{_fingerprint(paths, spec)}.npy"
+        if cache_file.is_file():
+            images = np.load(cache_file, mmap_mode=None)
+            if images.shape == (len(paths), *spec.shape):
+                logger.info("decoded images reused from %s", cache_file)
+                return images
+    workers = workers or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # Pillow decodes without the GIL
+        resized = list(pool.map(lambda p: resize_to_input(load_image_file(p), spec), paths))
+    images = np.stack(resized) if resized else np.zeros((0, *spec.shape), np.uint8)
+    if cache_file is not None:
+        _save_atomically(cache_file, images)
+    return images
+
+
+def hed_jitter(images: tf.Tensor, sigma: float = 0.05, seed: int | None = None) -> tf.Tensor:
+    """Stain augmentation (Tellez et al. 2018): per image, scale and shift the haematoxylin,
+    eosin and DAB concentrations by ``1 +- sigma`` and ``+- sigma``. Pixels in [0, 255]."""
+    batch = tf.shape(images)[0]
+    alpha = tf.random.uniform((batch, 1, 1, 3), 1.0 - sigma, 1.0 + sigma, seed=seed)
+    beta = tf.random.uniform((batch, 1, 1, 3), -sigma, sigma, seed=seed)
+    optical_density = -tf.math.log(tf.maximum(images, 1.0) / 255.0)
+    concentrations = tf.einsum("bhwc,cd->bhwd", optical_density, HED_FROM_RGB)
+    jittered = concentrations * alpha + beta
+    optical_density = tf.einsum("bhwd,dc->bhwc", jittered, RGB_FROM_HED)
+    return tf.clip_by_value(255.0 * tf.exp(-optical_density), 0.0, 255.0)
+
+
+def make_augmenter(seed: int | None = None) -> keras.Sequential:
+    """Keras preprocessing layers for pixel batches in [0, 255] (applied in tf.data)."""
+    return keras.Sequential(
+        [
+            keras.layers.RandomFlip("horizontal_and_vertical", seed=seed),
+            keras.layers.RandomZoom((-0.1, 0.1), fill_mode="reflect", seed=seed),
+            keras.layers.RandomBrightness(0.08, value_range=(0, 255), seed=seed),
+            keras.layers.RandomContrast(0.1, value_range=(0, 255), seed=seed),
+        ],
+        name="augmentation",
+    )
+
+
+def make_dataset(
+    images: np.ndarray,
+    labels: np.ndarray,
+    spec: InputSpec,
+    batch_size: int,
+    training: bool,
+    augment: bool = False,
+    seed: int = 0,
+) -> tf.data.Dataset:
+    """Batches of (normalised float32 images, float32 labels).
+
+    ``training=True``: shuffled every epoch, repeated forever (use ``steps_per_epoch``),
+    whole batches only, augmented when ``augment``. Otherwise: in order, one pass.
+    """
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.float32)))
+    if training:
+        dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.repeat().batch(batch_size, drop_remainder=len(images) >= batch_size)
+    else:
+        dataset = dataset.batch(batch_size)
+    dataset = dataset.map(lambda x, y: (tf.cast(x, tf.float32), y), tf.data.AUTOTUNE)
+    if training and augment:
+        augmenter = make_augmenter(seed)
+        dataset = dataset.map(
+            lambda x, y: (hed_jitter(augmenter(x, training=True), seed=seed), y),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    dataset = dataset.map(lambda x, y: (normalise(x, spec), y), tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _fingerprint(paths: list[str], spec: InputSpec) -> str:
+    digest = hashlib.sha256(repr(spec).encode())
+    for path in paths:
+        digest.update(path.encode())
+        digest.update(str(os.path.getsize(path)).encode())
+    return digest.hexdigest()[:16]
+
+
+def _save_atomically(target: Path, array: np.ndarray) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=target.parent, suffix=".npy.tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            np.save(stream, array)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,392 @@
+"""Train one split (fold) into an evaluated model artifact, resumable after any interruption.
+
+Two paths share checkpoints, history and evaluation:
+
+* **fine-tuning** (``paper`` preset): the whole network trains on augmented ``tf.data``
+  batches; mixed precision, XLA and ``MirroredStrategy`` are switches of the config.
+* **cached features** (``quick`` and ``smoke``): ResNet-50 is frozen, so its pooled features
+  are computed once per run (:func:`compute_features`) and only the head trains on them; the
+  trained head is then copied into the full network, which is what gets saved.
+
+Checkpoints (:class:`RunCheckpoint`) are written after every epoch into a fresh folder and
+published by atomically replacing a one-line pointer file, so a process killed at any moment
+(even ``kill -9`` while saving) leaves the previous complete checkpoint in place. The history
+lives inside the checkpoint and ``history.csv`` is rewritten from it, so a resumed run's
+history continues without gaps or duplicates.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from model.artifact import save_artifact
+from model.card import ModelCard, TrainingInfo
+from model.config import ModelConfig
+from model.network import (
+    build_head_model,
+    build_model,
+    compile_model,
+    copy_head_weights,
+    feature_extractor,
+)
+from train.config import TrainConfig
+from train.metrics import ThresholdChoice, evaluate_predictions, select_threshold
+from train.pipeline import make_dataset
+from train.splits import Split
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_POINTER = "latest.json"
+HISTORY_CSV = "history.csv"
+PREDICTIONS_CSV = "predictions.csv"
+METRICS_JSON = "metrics.json"
+
+
+# --- checkpoints --------------------------------------------------------------------------
+class RunCheckpoint(keras.callbacks.Callback):
+    """After each epoch: model + optimizer + history into ``epoch-NNNN/``, then the pointer.
+
+    With ``monitor`` (e.g. ``val_loss``), the weights of the best epoch so far are kept in
+    the checkpoint as ``best.weights.h5`` for model selection at the end.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        history: list[dict[str, Any]],
+        monitor: str | None,
+        best: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.directory = Path(directory)
+        self.history = history
+        self.monitor = monitor
+        self.best = best
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
+        self.history.append(row)
+        improved = (
+            self.monitor is not None
+            and self.monitor in row
+            and (self.best is None or row[self.monitor] < self.best)
+        )
+        if improved:
+            self.best = row[self.monitor]
+        previous = latest_checkpoint(self.directory)
+        target = self.directory / f"epoch-{epoch + 1:04d}"
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.directory))
+        self.model.save(staging / "model.keras")  # includes the optimizer state
+        if improved:
+            self.model.save_weights(staging / "best.weights.h5")
+        elif previous is not None and (previous / "best.weights.h5").exists():
+            os.link(previous / "best.weights.h5", staging / "best.weights.h5")
+        state = {
+            "epoch": epoch + 1,
+            "history": self.history,
+            "best": self.best,
+            "monitor": self.monitor,
+        }
+        (staging / "state.json").write_text(json.dumps(state, indent=1))
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(staging, target)
+        _write_atomically(self.directory / CHECKPOINT_POINTER, json.dumps({"latest": target.name}))
+        _write_atomically(
+            self.directory.parent / HISTORY_CSV, pd.DataFrame(self.history).to_csv(index=False)
+        )
+        for old in self.directory.glob("epoch-*"):
+            if old.name != target.name:
+                shutil.rmtree(old, ignore_errors=True)
+
+
+def latest_checkpoint(directory: Path) -> Path | None:
+    """The folder named by the pointer file, or None when there is no complete checkpoint."""
+    pointer = Path(directory) / CHECKPOINT_POINTER
+    if not pointer.is_file():
+        return None
+    folder = pointer.parent / json.loads(pointer.read_text())["latest"]
+    return folder if (folder / "state.json").is_file() else None
+
+
+class TestSetMonitor(keras.callbacks.Callback):
+    """Evaluate the test set after every epoch (``test_loss``, ``test_accuracy``...), as the
+    paper plots it. Reported as monitoring only: nothing is chosen on these numbers."""
+
+    def __init__(self, dataset: tf.data.Dataset) -> None:
+        super().__init__()
+        self.dataset = dataset
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        results = self.model.evaluate(self.dataset, verbose=0, return_dict=True)
+        if logs is not None:
+            logs.update({f"test_{name}": value for name, value in results.items()})
+
+
+# --- features -----------------------------------------------------------------------------
+def compute_features(
+    model: keras.Model,
+    images: np.ndarray,
+    config: ModelConfig,
+    batch_size: int,
+    cache_file: Path | None,
+) -> np.ndarray:
+    """Pooled ResNet-50 features of every image (n, 2048), cached in ``cache_file``."""
+    if cache_file is not None and cache_file.is_file():
+        features = np.load(cache_file)
+        if len(features) == len(images):
+            logger.info("features reused from %s", cache_file)
+            return features
+    dataset = make_dataset(images, np.zeros(len(images)), config.input, batch_size, training=False)
+    features = feature_extractor(model).predict(dataset.map(lambda x, y: x), verbose=0)
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        temporary = cache_file.with_suffix(".tmp.npy")
+        np.save(temporary, features)
+        os.replace(temporary, cache_file)
+    return features
+
+
+# --- one fold -----------------------------------------------------------------------------
+@dataclass
+class FoldResult:
+    """What one trained split produced (also on disk in its folder)."""
+
+    name: str
+    folder: Path
+    history: pd.DataFrame
+    threshold: ThresholdChoice
+    metrics: dict[str, Any]
+    predictions: pd.DataFrame
+
+
+@dataclass
+class RunData:
+    """The data every fold of a run shares: the index, decoded images, cached features."""
+
+    images: pd.DataFrame  # the dataset index
+    pixels: np.ndarray  # uint8 (n, h, w, 3), rows aligned with ``images``
+    features: np.ndarray | None  # (n, d) for the feature path
+    feature_model: keras.Model | None  # the frozen full network the features came from
+
+    def rows(self, part: pd.DataFrame) -> np.ndarray:
+        position = pd.Series(np.arange(len(self.images)), index=self.images["path"])
+        return position.loc[part["path"]].to_numpy()
+
+
+def train_fold(
+    config: TrainConfig,
+    model_config: ModelConfig,
+    split: Split,
+    data: RunData,
+    folder: Path,
+    strategy: tf.distribute.Strategy,
+    verbose: int | str = "auto",
+) -> FoldResult:
+    """Train (or resume) one split and evaluate it; writes the fold folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    checkpoints = folder / "checkpoint"
+    checkpoints.mkdir(exist_ok=True)
+    rows = {part: data.rows(split.part(part)) for part in ("train", "val", "test")}
+    labels = {part: split.part(part)["label"].to_numpy() for part in rows}
+    use_features = config.feature_cache
+    if use_features:
+        # The head trains on standardised features (random or ImageNet features differ in
+        # scale by orders of magnitude); the standardisation is folded into its first layer
+        # when the head moves into the full network.
+        feature_mean = data.features[rows["train"]].mean(axis=0)
+        feature_scale = data.features[rows["train"]].std(axis=0)
+        feature_scale[feature_scale < 1e-6] = 1.0
+        standardised = ((data.features - feature_mean) / feature_scale).astype(np.float32)
+    inputs = (
+        (lambda part: standardised[rows[part]])
+        if use_features
+        else (lambda part: data.pixels[rows[part]])
+    )
+
+    def dataset(part: str, training: bool) -> tf.data.Dataset:
+        if use_features:
+            return _feature_dataset(
+                inputs(part), labels[part], config.batch_size, training, config.seed
+            )
+        return make_dataset(
+            inputs(part),
+            labels[part],
+            model_config.input,
+            config.batch_size,
+            training=training,
+            augment=config.augment and training,
+            seed=config.seed + initial_epoch,
+        )
+
+    history: list[dict[str, Any]] = []
+    best = None
+    initial_epoch = 0
+    resume_from = latest_checkpoint(checkpoints)
+    with strategy.scope():
+        if resume_from is not None:
+            state = json.loads((resume_from / "state.json").read_text())
+            history, best, initial_epoch = state["history"], state["best"], state["epoch"]
+            network = keras.saving.load_model(resume_from / "model.keras")
+            network.jit_compile = config.xla
+            logger.info(
+                "%s: resuming after epoch %d from %s", split.name, initial_epoch, resume_from
+            )
+        elif use_features:
+            network = build_head_model(data.features.shape[1], model_config, seed=config.seed)
+            compile_model(network, config.learning_rate, jit_compile=config.xla)
+        else:
+            network = build_model(model_config, _weights(config), config.freeze, config.seed)
+            compile_model(network, config.learning_rate, jit_compile=config.xla)
+
+    has_val = len(rows["val"]) > 0
+    callbacks: list[keras.callbacks.Callback] = []
+    if config.monitor_test:
+        callbacks.append(TestSetMonitor(dataset("test", training=False)))
+    callbacks += [
+        RunCheckpoint(checkpoints, history, "val_loss" if has_val else None, best),
+        keras.callbacks.TensorBoard(log_dir=str(folder / "tensorboard")),
+    ]
+    steps = config.steps_per_epoch or max(1, math.ceil(len(rows["train"]) / config.batch_size))
+    if initial_epoch < config.epochs:
+        network.fit(
+            dataset("train", training=True),
+            epochs=config.epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps,
+            validation_data=dataset("val", training=False) if has_val else None,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+    final = latest_checkpoint(checkpoints)
+    if has_val and final is not None and (final / "best.weights.h5").exists():
+        network.load_weights(final / "best.weights.h5")  # model selection on validation
+
+    def probabilities(part: str) -> np.ndarray:
+        if not len(rows[part]):
+            return np.zeros((0,), np.float32)
+        return network.predict(dataset(part, training=False).map(lambda x, y: x), verbose=0)[:, 0]
+
+    val_probabilities, test_probabilities = probabilities("val"), probabilities("test")
+    threshold = (
+        select_threshold(labels["val"], val_probabilities)
+        if has_val
+        else (ThresholdChoice(0.5, "default", "no validation part: default 0.5"))
+    )
+    test = split.test
+    metrics = evaluate_predictions(
+        labels["test"],
+        test_probabilities,
+        patients=test["patient"].astype(str).to_numpy(),
+        magnifications=test["magnification"].to_numpy(),
+        threshold=threshold.threshold,
+        n_bootstrap=config.bootstrap,
+        seed=config.seed,
+    )
+    predictions = pd.concat(
+        [
+            split.part(part)[["path", "label", "patient", "magnification"]].assign(
+                part=part, probability=values
+            )
+            for part, values in (("val", val_probabilities), ("test", test_probabilities))
+        ],
+        ignore_index=True,
+    )
+    predictions.to_csv(folder / PREDICTIONS_CSV, index=False)
+
+    if use_features:
+        copy_head_weights(network, data.feature_model, feature_mean, feature_scale)
+        network = data.feature_model
+    card = fold_card(config, model_config, split, threshold, metrics)
+    save_artifact(network, card, folder / "model")
+    result = FoldResult(split.name, folder, pd.DataFrame(history), threshold, metrics, predictions)
+    document = {
+        "split": split.name,
+        "threshold": threshold.to_dict(),
+        "metrics": metrics,
+        "audit": split.audit.to_dict(),
+        "best_val_loss": best,
+    }
+    # Written last: its presence marks the fold as complete for a resumed run.
+    _write_atomically(folder / METRICS_JSON, json.dumps(document, indent=2))
+    return result
+
+
+def fold_card(
+    config: TrainConfig,
+    model_config: ModelConfig,
+    split: Split,
+    threshold: ThresholdChoice,
+    metrics: dict[str, Any],
+) -> ModelCard:
+    """The model card of one fold's model (the run's card adds every protocol's summary)."""
+    audit = split.audit
+    return ModelCard(
+        name=split.name,
+        config=model_config,
+        threshold=threshold.threshold,
+        threshold_source=f"{threshold.method}: {threshold.reason}",
+        training=TrainingInfo(
+            trained=True,
+            initial_weights=config.weights,
+            protocol=split.protocol,
+            preset=config.preset,
+            epochs=config.epochs,
+            steps_per_epoch=config.steps_per_epoch,
+            batch_size=config.batch_size,
+            optimizer="RMSprop",
+            learning_rate=config.learning_rate,
+            loss="mean_squared_error",
+            freeze=config.freeze,
+            augmentation="flips, zoom +-10%, brightness/contrast, HED stain jitter"
+            if config.augment
+            else "none",
+            seed=config.seed,
+            notes=f"split {split.name}: {audit.images['train']} train / "
+            f"{audit.images['val']} validation / {audit.images['test']} test images",
+        ),
+        evaluation={
+            split.protocol: {
+                "description": f"{split.name} test set",
+                "patient_disjoint": audit.patient_disjoint,
+                "metrics": metrics["image"]
+                | {
+                    f"patient_{k}": v
+                    for k, v in metrics.get("patient", {}).items()
+                    if isinstance(v, (int, float)) or v is None
+                },
+            }
+        },
+    )
+
+
+# --- helpers ------------------------------------------------------------------------------
+def _weights(config: TrainConfig) -> str | None:
+    return None if config.weights == "none" else config.weights
+
+
+def _feature_dataset(
+    features: np.ndarray, labels: np.ndarray, batch_size: int, training: bool, seed: int
+) -> tf.data.Dataset:
+    dataset = tf.data.Dataset.from_tensor_slices((features, labels.astype(np.float32)))
+    if training:
+        dataset = dataset.shuffle(len(features), seed=seed).repeat()
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
