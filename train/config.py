@@ -145,5 +145,10 @@ def validate(config: TrainConfig) -> None:
         raise ValueError(f"weights file not found: {config.weights}")
     if config.mixed_precision not in ("float32", "mixed_float16", "mixed_bfloat16"):
         raise ValueError(f"unknown mixed_precision policy {config.mixed_precision!r}")
+    if config.xla and config.deterministic:
+        raise ValueError(
+            "--xla and --deterministic cannot be combined: Keras turns XLA off when "
+            "TensorFlow's op determinism is enabled"
+        )
     if config.epochs < 1 or config.batch_size < 1 or config.folds < 1:
         raise ValueError("epochs, batch_size and folds must be at least 1")

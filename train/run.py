@@ -156,10 +156,14 @@ def configure_tensorflow(config: TrainConfig):
     """Seeds, determinism, precision policy and the distribution strategy."""
     import keras
     import tensorflow as tf
+    from tensorflow.python.framework import config as tf_config
 
     keras.utils.set_random_seed(config.seed)
+    # Process-wide switches: set both ways so several runs in one process don't leak.
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
+    elif tf_config.is_op_determinism_enabled():
+        tf_config.disable_op_determinism()
     keras.mixed_precision.set_global_policy(config.mixed_precision)
     if config.multi_gpu:
         strategy = tf.distribute.MirroredStrategy()

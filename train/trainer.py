@@ -251,6 +251,13 @@ def train_fold(
             network = build_model(model_config, _weights(config), config.freeze, config.seed)
             compile_model(network, config.learning_rate, jit_compile=config.xla)
 
+    logger.info(
+        "%s: XLA %s, precision policy %s, %d replica(s)",
+        split.name,
+        "on" if network.jit_compile is True else "off",
+        keras.mixed_precision.global_policy().name,
+        strategy.num_replicas_in_sync,
+    )
     has_val = len(rows["val"]) > 0
     callbacks: list[keras.callbacks.Callback] = []
     if config.monitor_test:

@@ -1,0 +1,34 @@
+"""Fixtures of the training tests: synthetic BreakHis datasets written on demand."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.train.synthetic import make_synthetic_breakhis as _make_synthetic_breakhis
+
+SMALL_SIZE = (70, 46)  # a tenth of 700x460: same aspect ratio, fast to write and read
+
+
+@pytest.fixture
+def make_synthetic_breakhis() -> Callable[..., Path]:
+    """Factory ``make_synthetic_breakhis(root, patients_per_class=4, images_per_magnification=2,
+    size=(700, 460), seed=0, *, total_images=None)`` writing the official archive layout.
+
+    Example:
+        def test_x(make_synthetic_breakhis, tmp_path):
+            root = make_synthetic_breakhis(tmp_path, patients_per_class=3, size=(70, 46))
+    """
+    return _make_synthetic_breakhis
+
+
+@pytest.fixture(scope="session")
+def small_synthetic_breakhis(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A read-only synthetic dataset shared by the session: 5 patients per class, all 4
+    magnifications, 2 images each (80 images of 70x46 pixels)."""
+    root = tmp_path_factory.mktemp("synthetic_breakhis")
+    return _make_synthetic_breakhis(
+        root, patients_per_class=5, images_per_magnification=2, size=SMALL_SIZE
+    )

@@ -1,0 +1,167 @@
+"""``python -m train.run`` end to end on synthetic BreakHis data: it learns, it writes a
+complete run folder, it resumes after kill -9, and the GPU switches run on the CPU."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.train.synthetic import make_synthetic_breakhis
+from train.run import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def synthetic_700x460(tmp_path_factory) -> Path:
+    """12 patients per class, one image per magnification, full BreakHis size (96 images).
+
+    Many patients with few images each: patient-to-patient stain shifts are what a
+    patient-disjoint test must generalise over."""
+    root = tmp_path_factory.mktemp("synthetic-full-size")
+    return make_synthetic_breakhis(root, patients_per_class=12, images_per_magnification=1,
+                                   size=(700, 460), seed=3)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(synthetic_700x460, tmp_path_factory) -> Path:
+    runs = tmp_path_factory.mktemp("runs")
+    code = main(["--preset", "smoke", "--deterministic", "--data", str(synthetic_700x460),
+                 "--runs-dir", str(runs), "--quiet"])
+    assert code == 0
+    return runs / "smoke"
+
+
+def test_smoke_preset_learns_on_held_out_patients(smoke_run):
+    fold = json.loads((smoke_run / "patient" / "patient-fold1" / "metrics.json").read_text())
+    assert fold["audit"]["patient_disjoint"]
+    assert fold["audit"]["patients"]["test"] >= 4
+    assert fold["metrics"]["image"]["accuracy"] >= 0.9
+    summary = json.loads((smoke_run / "metrics.json").read_text())
+    assert summary["protocols"]["patient"]["patient_disjoint"] is True
+
+
+def test_run_folder_holds_everything(smoke_run):
+    for name in ("config.json", "metrics.json", "COMPLETE", "model/model.keras",
+                 "model/model_card.json", "patient/splits.csv", "patient/splits.json",
+                 "patient/summary.json"):
+        assert (smoke_run / name).exists(), name
+    fold = smoke_run / "patient" / "patient-fold1"
+    for name in ("history.csv", "predictions.csv", "metrics.json", "model/model.keras",
+                 "checkpoint/latest.json"):
+        assert (fold / name).exists(), name
+    assert any((fold / "tensorboard").rglob("events.out.tfevents.*"))
+    history = pd.read_csv(fold / "history.csv")
+    assert history["epoch"].tolist() == list(range(1, 16))
+    assert {"loss", "accuracy", "val_loss", "test_loss", "test_accuracy"} <= set(history)
+
+
+def test_served_model_card_and_predictions(smoke_run):
+    from model.analysis import Analyzer
+
+    analyzer = Analyzer.from_path(smoke_run)
+    card = analyzer.card
+    assert card.is_trained and card.training.protocol == "patient"
+    assert card.evaluation["patient"]["patient_disjoint"] is True
+    assert card.evaluation["patient"]["metrics"]["accuracy"] >= 0.9
+    assert "96 images, 24 patients" in card.training.dataset
+    # The head trained on cached features was folded into the full network: the saved
+    # network reproduces the probabilities the run recorded.
+    predictions = pd.read_csv(smoke_run / "patient" / "patient-fold1" / "predictions.csv")
+    test = predictions[predictions["part"] == "test"].head(6)
+    again = analyzer.predictor.predict([Path(p).read_bytes() for p in test["path"]])
+    assert np.allclose(again, test["probability"], rtol=1e-3, atol=1e-5)
+
+
+def test_a_complete_run_is_not_overwritten(smoke_run, synthetic_700x460, capsys):
+    code = main(["--preset", "smoke", "--deterministic", "--data", str(synthetic_700x460),
+                 "--runs-dir", str(smoke_run.parent)])
+    assert code == 2
+    assert "already complete" in capsys.readouterr().err
+
+
+def test_other_settings_in_an_existing_run_folder_are_refused(smoke_run, synthetic_700x460,
+                                                              capsys):
+    (smoke_run / "COMPLETE").rename(smoke_run / "COMPLETE.bak")
+    try:
+        code = main(["--preset", "smoke", "--deterministic", "--epochs", "3",
+                     "--data", str(synthetic_700x460), "--runs-dir", str(smoke_run.parent)])
+    finally:
+        (smoke_run / "COMPLETE.bak").rename(smoke_run / "COMPLETE")
+    assert code == 2
+    assert "epochs: 15 -> 3" in capsys.readouterr().err
+
+
+def test_missing_dataset_gives_a_clear_message(tmp_path, capsys):
+    code = main(["--preset", "smoke", "--data", str(tmp_path / "nowhere"),
+                 "--runs-dir", str(tmp_path / "runs")])
+    assert code == 2
+    assert "nowhere" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_fine_tuning_resumes_after_kill_9(small_synthetic_breakhis, tmp_path):
+    """The paper's fine-tuning path, tiny: killed with SIGKILL after its first checkpoint,
+    started again with the same command, it finishes with one continuous history."""
+    command = [sys.executable, "-m", "train.run", "--preset", "paper", "--weights", "none",
+               "--protocols", "paper", "--epochs", "3", "--steps-per-epoch", "2",
+               "--batch-size", "4", "--bootstrap", "20", "--data", str(small_synthetic_breakhis),
+               "--runs-dir", str(tmp_path / "runs"), "--name", "resume", "--quiet"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    fold = tmp_path / "runs" / "resume" / "paper" / "paper"
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (fold / "checkpoint" / "latest.json").exists():
+        assert process.poll() is None, "the run ended before its first checkpoint"
+        assert time.monotonic() < deadline, "no checkpoint within 5 minutes"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    state = json.loads((fold / "checkpoint" / "latest.json").read_text())
+    killed_after = int(state["latest"].split("-")[1])
+    assert killed_after < 3, "the run finished before it could be killed"
+    assert not (fold / "metrics.json").exists()
+
+    finished = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=600)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert f"resuming after epoch {killed_after}" in finished.stderr
+    history = pd.read_csv(fold / "history.csv")
+    assert history["epoch"].tolist() == [1, 2, 3]
+    assert {"test_loss", "test_accuracy"} <= set(history)  # the paper's per-epoch test curves
+    audit = json.loads((tmp_path / "runs" / "resume" / "paper" / "splits.json").read_text())
+    assert audit["splits"][0]["audit"]["test_patients_in_train"] == 10  # every test patient
+    assert (tmp_path / "runs" / "resume" / "COMPLETE").exists()
+
+
+@pytest.mark.slow
+def test_gpu_switches_run_on_cpu(small_synthetic_breakhis, tmp_path, caplog):
+    """Mixed precision, XLA and MirroredStrategy: the code paths a GPU run takes, exercised
+    on the CPU (one replica). (Deterministic ops run in the smoke fixture above.)"""
+    caplog.set_level(logging.INFO, logger="train")
+    code = main(["--preset", "smoke", "--mixed-precision", "mixed_float16", "--xla",
+                 "--multi-gpu", "--data", str(small_synthetic_breakhis),
+                 "--runs-dir", str(tmp_path / "runs"), "--quiet"])
+    assert code == 0
+    assert "XLA on, precision policy mixed_float16, 1 replica(s)" in caplog.text
+    config = json.loads((tmp_path / "runs" / "smoke" / "config.json").read_text())
+    assert config["mixed_precision"] == "mixed_float16" and config["xla"] and config["multi_gpu"]
+    assert (tmp_path / "runs" / "smoke" / "model" / "model.keras").exists()
+
+
+def test_xla_with_determinism_is_refused(small_synthetic_breakhis, tmp_path, capsys):
+    code = main(["--preset", "smoke", "--xla", "--deterministic",
+                 "--data", str(small_synthetic_breakhis), "--runs-dir", str(tmp_path)])
+    assert code == 2
+    assert "cannot be combined" in capsys.readouterr().err

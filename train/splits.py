@@ -1,0 +1,623 @@
+"""Train / validation / test splits of the image index, with a patient-leakage audit each.
+
+Protocols (``PROTOCOLS``):
+
+``paper``
+    What the reproduced paper does: train on every 100X, 200X and 400X image, test on every 40X
+    image. The same patients appear on both sides (each patient is photographed at all
+    magnifications), so test accuracy is optimistic; the audit shows exactly that. An optional
+    image-level validation part can be carved out of train (it leaks patients too).
+``patient``
+    Spanhol et al. 2016: random 70/30 train/test splits over *patients*, stratified by class,
+    repeated for 5 folds; a patient-disjoint validation part (20% of the train patients,
+    stratified) is carved out of train for model selection and threshold choice. Fold ``k`` is
+    reproducible from ``(seed, k)`` alone.
+``magnification``
+    The patient protocol run separately on each magnification's images.
+
+Every ``Split`` carries a ``LeakageAudit`` (patients shared between its parts). Splits are
+saved to a run folder as ``splits.csv`` (one row per image and split) plus ``splits.json``
+(protocol, parameters, audits) so a resumed run reuses identical splits.
+
+Example:
+    >>> from train.dataset import index_dataset
+    >>> images = index_dataset("/work/shared/breakhis-sample").images  # doctest: +SKIP
+    >>> splits = make_splits(images, "patient", seed=0)                 # doctest: +SKIP
+    >>> print(splits[0].audit.describe())                               # doctest: +SKIP
+    patient-fold1: train 8 patients / 20 images, ... patient-disjoint: no patient is shared ...
+    >>> save_splits(splits, "runs/demo")                                # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from train.dataset import MAGNIFICATIONS, DatasetIndex
+
+logger = logging.getLogger(__name__)
+
+Protocol = Literal["paper", "patient", "magnification"]
+PROTOCOLS: tuple[str, ...] = ("paper", "patient", "magnification")
+PARTS: tuple[str, ...] = ("train", "val", "test")
+PAPER_TRAIN_MAGNIFICATIONS: tuple[int, ...] = (100, 200, 400)
+PAPER_TEST_MAGNIFICATION = 40
+SPLITS_CSV = "splits.csv"
+SPLITS_JSON = "splits.json"
+SPLITS_CSV_COLUMNS: tuple[str, ...] = ("name", "protocol", "fold", "magnification", "split", "path")
+
+
+class SplitError(ValueError):
+    """Splits cannot be made (or reloaded) as asked; the message says why."""
+
+
+# --- the audit ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LeakageAudit:
+    """Which patients two parts of a split share.
+
+    Attributes:
+        split_name: the split audited.
+        images, patients: count per part (``train``, ``val``, ``test``).
+        shared_patients: sorted patient ids per pair of parts: ``"train&val"``,
+            ``"train&test"``, ``"val&test"``.
+        test_patients_in_train: how many test patients also have training images.
+        images_without_patient: images whose patient is unknown (cannot be audited).
+
+    Example:
+        >>> audit = split.audit  # doctest: +SKIP
+        >>> audit.patient_disjoint, audit.shared_patients["train&test"]  # doctest: +SKIP
+        (True, [])
+    """
+
+    split_name: str
+    images: dict[str, int]
+    patients: dict[str, int]
+    shared_patients: dict[str, list[str]]
+    test_patients_in_train: int
+    images_without_patient: int = 0
+
+    @property
+    def patient_disjoint(self) -> bool:
+        """True when no patient appears in two parts."""
+        return not any(self.shared_patients.values())
+
+    @property
+    def test_patients_in_train_fraction(self) -> float | None:
+        """Fraction of test patients that also have training images (None: no test patients)."""
+        if not self.patients["test"]:
+            return None
+        return self.test_patients_in_train / self.patients["test"]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict, including the derived fields."""
+        return {
+            **asdict(self),
+            "patient_disjoint": self.patient_disjoint,
+            "test_patients_in_train_fraction": self.test_patients_in_train_fraction,
+        }
+
+    def describe(self) -> str:
+        """One human-readable paragraph, e.g. for the training log."""
+        parts = ", ".join(
+            f"{part} {self.patients[part]} patients / {self.images[part]} images"
+            for part in PARTS
+            if self.images[part]
+        )
+        if self.patient_disjoint:
+            verdict = "patient-disjoint: no patient is shared between parts"
+        else:
+            shared = "; ".join(
+                f"{pair}: {len(ids)} ({', '.join(ids[:5])}{', ...' if len(ids) > 5 else ''})"
+                for pair, ids in self.shared_patients.items()
+                if ids
+            )
+            verdict = (
+                f"PATIENT LEAKAGE: {self.test_patients_in_train} of {self.patients['test']} "
+                f"test patients also have training images; shared patients {shared}"
+            )
+        unknown = (
+            f"; {self.images_without_patient} images without a patient id were not audited"
+            if self.images_without_patient
+            else ""
+        )
+        return f"{self.split_name}: {parts}. {verdict}{unknown}"
+
+
+def leakage_audit(
+    name: str, train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame
+) -> LeakageAudit:
+    """Audit the patients shared between the parts of a split.
+
+    Example:
+        >>> audit = leakage_audit("mine", train_df, val_df, test_df)  # doctest: +SKIP
+    """
+    frames = {"train": train, "val": val, "test": test}
+    patients = {part: set(frame["patient"].dropna()) for part, frame in frames.items()}
+    pairs = (("train", "val"), ("train", "test"), ("val", "test"))
+    return LeakageAudit(
+        split_name=name,
+        images={part: len(frame) for part, frame in frames.items()},
+        patients={part: len(ids) for part, ids in patients.items()},
+        shared_patients={
+            f"{first}&{second}": sorted(patients[first] & patients[second])
+            for first, second in pairs
+        },
+        test_patients_in_train=len(patients["test"] & patients["train"]),
+        images_without_patient=int(sum(frame["patient"].isna().sum() for frame in frames.values())),
+    )
+
+
+# --- a split ------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class Split:
+    """One named train / validation / test split of the image index.
+
+    The part tables are rows of the index (same columns), sorted by path. ``val`` is empty
+    when the protocol has no validation part or it had to be omitted (see ``notes``).
+
+    Example:
+        >>> split.name, len(split.train), len(split.val), len(split.test)  # doctest: +SKIP
+        ('patient-fold1', 19, 6, 9)
+    """
+
+    name: str
+    protocol: str
+    fold: int
+    magnification: int | None
+    train: pd.DataFrame
+    val: pd.DataFrame
+    test: pd.DataFrame
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def audit(self) -> LeakageAudit:
+        """Patients shared between the parts of this split."""
+        return leakage_audit(self.name, self.train, self.val, self.test)
+
+    def part(self, name: str) -> pd.DataFrame:
+        """The ``"train"``, ``"val"`` or ``"test"`` table."""
+        if name not in PARTS:
+            raise KeyError(f"unknown part {name!r}; expected one of {', '.join(PARTS)}")
+        return getattr(self, name)
+
+    def assignments(self) -> pd.DataFrame:
+        """One row per image: ``SPLITS_CSV_COLUMNS`` (what ``save_splits`` writes)."""
+        frames = [
+            pd.DataFrame(
+                {
+                    "name": self.name,
+                    "protocol": self.protocol,
+                    "fold": self.fold,
+                    "magnification": pd.array(
+                        [self.magnification] * len(self.part(part)), dtype="Int64"
+                    ),
+                    "split": part,
+                    "path": self.part(part)["path"].to_numpy(),
+                }
+            )
+            for part in PARTS
+        ]
+        return pd.concat(frames, ignore_index=True)[list(SPLITS_CSV_COLUMNS)]
+
+
+def _images(index: pd.DataFrame | DatasetIndex) -> pd.DataFrame:
+    images = index.images if isinstance(index, DatasetIndex) else index
+    missing = {"path", "label", "patient", "magnification"} - set(images.columns)
+    if missing:
+        raise SplitError(f"the index lacks column(s) {', '.join(sorted(missing))}")
+    if images.empty:
+        raise SplitError("the index holds no images")
+    return images
+
+
+def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.sort_values("path", kind="stable").reset_index(drop=True)
+
+
+def _make_split(
+    name: str,
+    protocol: str,
+    fold: int,
+    magnification: int | None,
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    test: pd.DataFrame,
+    notes: list[str],
+) -> Split:
+    split = Split(
+        name,
+        protocol,
+        fold,
+        magnification,
+        _sorted(train),
+        _sorted(val),
+        _sorted(test),
+        tuple(notes),
+    )
+    for note in notes:
+        logger.warning("%s: %s", name, note)
+    logger.info("%s", split.audit.describe())
+    return split
+
+
+# --- paper protocol -----------------------------------------------------------------------
+def paper_split(
+    index: pd.DataFrame | DatasetIndex, *, val_fraction: float = 0.0, seed: int = 0
+) -> Split:
+    """The paper's split: train = 100X/200X/400X images, test = 40X images.
+
+    Args:
+        val_fraction: share of the training images moved to validation, chosen at
+            image level and stratified by class (patients leak into it, as into test).
+        seed: seed of that validation draw.
+
+    Raises:
+        SplitError: no 40X or no other images, or images without magnification.
+
+    Example:
+        >>> split = paper_split(images)                   # doctest: +SKIP
+        >>> split.audit.test_patients_in_train_fraction   # doctest: +SKIP
+        1.0
+    """
+    images = _images(index)
+    if images["magnification"].isna().any():
+        raise SplitError(
+            f"the paper protocol splits by magnification, but "
+            f"{int(images['magnification'].isna().sum())} images have none"
+        )
+    train = images[images["magnification"].isin(PAPER_TRAIN_MAGNIFICATIONS)]
+    test = images[images["magnification"] == PAPER_TEST_MAGNIFICATION]
+    if train.empty or test.empty:
+        raise SplitError(
+            "the paper protocol needs 40X images (test) and 100X/200X/400X images (train); "
+            f"found {len(test)} and {len(train)}"
+        )
+    val = train.iloc[0:0]
+    notes = [
+        "image-level protocol of the paper: the same patients are in train and test, so test "
+        "accuracy measures recognition of seen patients at a new magnification"
+    ]
+    if val_fraction > 0:
+        stratify = train["label"] if train["label"].value_counts().min() >= 2 else None
+        train, val = train_test_split(
+            train, test_size=val_fraction, random_state=seed, stratify=stratify
+        )
+        notes.append("validation carved out of train at image level (it shares patients too)")
+    return _make_split("paper", "paper", 0, None, train, val, test, notes)
+
+
+# --- patient protocol ---------------------------------------------------------------------
+def _round_half_up(value: float) -> int:
+    return math.floor(value + 0.5)
+
+
+def _patient_labels(images: pd.DataFrame) -> pd.Series:
+    if images["patient"].isna().any():
+        raise SplitError(
+            f"patient-level splits need a patient id for every image; "
+            f"{int(images['patient'].isna().sum())} images have none (give a 'patient' column "
+            "in the CSV manifest or use BreakHis file names)"
+        )
+    labels = images.groupby("patient")["label"]
+    mixed = labels.nunique()
+    mixed = sorted(mixed[mixed > 1].index)
+    if mixed:
+        logger.warning(
+            "patients with images of both classes are stratified by their majority class: %s",
+            ", ".join(mixed),
+        )
+    return labels.agg(lambda values: int(values.mode().max())).sort_index()
+
+
+def _draw(
+    patients_by_class: dict[int, list[str]], fraction: float, rng: np.random.Generator
+) -> tuple[list[str], list[str]]:
+    """Per class, move round(fraction * n) (at least 1, leaving at least 1) shuffled patients."""
+    kept, drawn = [], []
+    for label in sorted(patients_by_class):
+        patients = rng.permutation(patients_by_class[label]).tolist()
+        count = min(max(1, _round_half_up(fraction * len(patients))), len(patients) - 1)
+        drawn += patients[:count]
+        kept += patients[count:]
+    return kept, drawn
+
+
+def patient_split(
+    index: pd.DataFrame | DatasetIndex,
+    fold: int,
+    *,
+    seed: int = 0,
+    test_fraction: float = 0.3,
+    val_fraction: float = 0.2,
+    magnification: int | None = None,
+) -> Split:
+    """Fold ``fold`` of the patient protocol: a patient-disjoint, class-stratified split.
+
+    Per class the patients are shuffled by a generator seeded from ``(seed, fold,
+    magnification)`` and ``round(test_fraction * n)`` of them (at least one, leaving at least
+    one) go to test; then ``round(val_fraction * n_train)`` of each class's remaining patients
+    go to validation. Validation is omitted, with a note and a warning, when a class has fewer
+    than 2 training patients.
+
+    Args:
+        fold: 1-based fold number (any int works; it only seeds the draw).
+        magnification: restrict to this magnification's images first (magnification protocol).
+
+    Raises:
+        SplitError: unknown patients, a class missing, or a class with fewer than 2 patients.
+
+    Example:
+        >>> split = patient_split(images, fold=1, seed=0)  # doctest: +SKIP
+        >>> split.audit.patient_disjoint                   # doctest: +SKIP
+        True
+    """
+    images = _images(index)
+    protocol, name = "patient", f"patient-fold{fold}"
+    if magnification is not None:
+        images = images[images["magnification"] == magnification]
+        protocol, name = "magnification", f"magnification-{magnification}X-fold{fold}"
+        if images.empty:
+            raise SplitError(f"no {magnification}X images to split")
+    labels = _patient_labels(images)
+    patients_by_class = {int(label): sorted(group.index) for label, group in labels.groupby(labels)}
+    counts = {label: len(patients_by_class.get(label, [])) for label in (0, 1)}
+    if min(counts.values()) < 2:
+        scope = f" at {magnification}X" if magnification else ""
+        raise SplitError(
+            f"the patient protocol needs at least 2 patients per class{scope} (one for training, "
+            f"one for testing); found {counts[0]} benign and {counts[1]} malignant"
+        )
+    seed_sequence = np.random.SeedSequence([seed, fold, magnification or 0])
+    rng = np.random.default_rng(seed_sequence)
+    train_patients, test_patients = _draw(patients_by_class, test_fraction, rng)
+
+    notes: list[str] = []
+    val_patients: list[str] = []
+    if val_fraction > 0:
+        in_train = set(train_patients)
+        train_by_class = {
+            label: [patient for patient in patients if patient in in_train]
+            for label, patients in patients_by_class.items()
+        }
+        if min(len(patients) for patients in train_by_class.values()) < 2:
+            notes.append(
+                "validation omitted: a class has fewer than 2 training patients "
+                f"({', '.join(f'{k}: {len(v)}' for k, v in sorted(train_by_class.items()))}); "
+                "use the default threshold 0.5 and no early stopping on validation"
+            )
+        else:
+            train_patients, val_patients = _draw(train_by_class, val_fraction, rng)
+
+    def rows(patients: list[str]) -> pd.DataFrame:
+        return images[images["patient"].isin(patients)]
+
+    return _make_split(
+        name,
+        protocol,
+        fold,
+        magnification,
+        rows(train_patients),
+        rows(val_patients),
+        rows(test_patients),
+        notes,
+    )
+
+
+def patient_splits(
+    index: pd.DataFrame | DatasetIndex,
+    *,
+    n_folds: int = 5,
+    seed: int = 0,
+    test_fraction: float = 0.3,
+    val_fraction: float = 0.2,
+) -> list[Split]:
+    """Folds 1..``n_folds`` of the patient protocol (Spanhol et al. 2016: 5 random splits).
+
+    Example:
+        >>> [split.name for split in patient_splits(images, n_folds=2)]  # doctest: +SKIP
+        ['patient-fold1', 'patient-fold2']
+    """
+    return [
+        patient_split(
+            index, fold, seed=seed, test_fraction=test_fraction, val_fraction=val_fraction
+        )
+        for fold in range(1, n_folds + 1)
+    ]
+
+
+def magnification_splits(
+    index: pd.DataFrame | DatasetIndex,
+    *,
+    magnifications: tuple[int, ...] = MAGNIFICATIONS,
+    n_folds: int = 5,
+    seed: int = 0,
+    test_fraction: float = 0.3,
+    val_fraction: float = 0.2,
+    strict: bool = True,
+) -> list[Split]:
+    """The patient protocol on each magnification separately (``magnification-40X-fold1``...).
+
+    Args:
+        strict: when False, a magnification that cannot be split (too few patients) is skipped
+            with a warning instead of raising; at least one must remain.
+
+    Example:
+        >>> splits = magnification_splits(images, magnifications=(40,), n_folds=1)  # doctest: +SKIP
+        >>> set(splits[0].test["magnification"])                                    # doctest: +SKIP
+        {40}
+    """
+    splits: list[Split] = []
+    for magnification in magnifications:
+        try:
+            splits += [
+                patient_split(
+                    index,
+                    fold,
+                    seed=seed,
+                    test_fraction=test_fraction,
+                    val_fraction=val_fraction,
+                    magnification=magnification,
+                )
+                for fold in range(1, n_folds + 1)
+            ]
+        except SplitError as error:
+            if strict:
+                raise
+            logger.warning("skipping %dX: %s", magnification, error)
+    if not splits:
+        raise SplitError(f"no magnification among {magnifications} could be split")
+    return splits
+
+
+def make_splits(
+    index: pd.DataFrame | DatasetIndex, protocol: Protocol | str, **options: Any
+) -> list[Split]:
+    """Splits of a protocol by name; ``options`` go to that protocol's function.
+
+    Example:
+        >>> splits = make_splits(images, "paper")  # doctest: +SKIP
+    """
+    if protocol == "paper":
+        return [paper_split(index, **options)]
+    if protocol == "patient":
+        return patient_splits(index, **options)
+    if protocol == "magnification":
+        return magnification_splits(index, **options)
+    raise SplitError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
+
+
+# --- saving and loading -------------------------------------------------------------------
+def save_splits(
+    splits: list[Split], run_dir: str | Path, *, params: dict[str, Any] | None = None
+) -> tuple[Path, Path]:
+    """Write ``splits.csv`` (one row per image and split) and ``splits.json`` (protocol,
+    parameters, notes, leakage audits) into ``run_dir``; return both paths.
+
+    Example:
+        >>> save_splits(splits, "runs/demo", params={"seed": 0})  # doctest: +SKIP
+        (PosixPath('runs/demo/splits.csv'), PosixPath('runs/demo/splits.json'))
+    """
+    if not splits:
+        raise SplitError("no splits to save")
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    csv_path, json_path = run_dir / SPLITS_CSV, run_dir / SPLITS_JSON
+    pd.concat([split.assignments() for split in splits], ignore_index=True).to_csv(
+        csv_path, index=False
+    )
+    document = {
+        "protocol": splits[0].protocol,
+        "params": params or {},
+        "splits": [
+            {
+                "name": split.name,
+                "fold": split.fold,
+                "magnification": split.magnification,
+                "notes": list(split.notes),
+                "audit": split.audit.to_dict(),
+            }
+            for split in splits
+        ],
+    }
+    json_path.write_text(json.dumps(document, indent=2) + "\n")
+    return csv_path, json_path
+
+
+def load_splits(run_dir: str | Path, index: pd.DataFrame | DatasetIndex) -> list[Split]:
+    """Rebuild the splits saved in ``run_dir`` from the current index (same order, rows).
+
+    Raises:
+        SplitError: no saved splits, or they name images missing from the index (the dataset
+            moved or changed: start a new run).
+
+    Example:
+        >>> splits = load_splits("runs/demo", images)  # doctest: +SKIP
+    """
+    run_dir = Path(run_dir)
+    csv_path, json_path = run_dir / SPLITS_CSV, run_dir / SPLITS_JSON
+    if not csv_path.is_file() or not json_path.is_file():
+        raise SplitError(f"no saved splits in {run_dir} (expected {SPLITS_CSV} and {SPLITS_JSON})")
+    images = _images(index).set_index("path", drop=False)
+    assignments = pd.read_csv(
+        csv_path, dtype={"name": str, "protocol": str, "split": str, "path": str}
+    )
+    unknown = sorted(set(assignments["path"]) - set(images.index))
+    if unknown:
+        raise SplitError(
+            f"{len(unknown)} image(s) of the saved splits in {csv_path} are not in the dataset "
+            f"(e.g. {unknown[0]}); the dataset moved or changed, so start a new run folder"
+        )
+    document = json.loads(json_path.read_text())
+    splits = []
+    for entry in document["splits"]:
+        rows = assignments[assignments["name"] == entry["name"]]
+        parts = {
+            part: images.loc[rows.loc[rows["split"] == part, "path"]].reset_index(drop=True)
+            for part in PARTS
+        }
+        splits.append(
+            Split(
+                name=entry["name"],
+                protocol=document["protocol"],
+                fold=int(entry["fold"]),
+                magnification=entry["magnification"],
+                train=_sorted(parts["train"]),
+                val=_sorted(parts["val"]),
+                test=_sorted(parts["test"]),
+                notes=tuple(entry["notes"]),
+            )
+        )
+    return splits
+
+
+def load_or_make_splits(
+    run_dir: str | Path,
+    index: pd.DataFrame | DatasetIndex,
+    protocol: Protocol | str,
+    **options: Any,
+) -> list[Split]:
+    """Reuse the splits saved in ``run_dir`` (resumed run) or make and save new ones.
+
+    Raises:
+        SplitError: ``run_dir`` holds splits of another protocol or other options.
+
+    Example:
+        >>> splits = load_or_make_splits("runs/demo", images, "patient", seed=0)  # doctest: +SKIP
+    """
+    run_dir = Path(run_dir)
+    params = {"protocol": protocol, **options}
+    json_path = run_dir / SPLITS_JSON
+    if json_path.is_file():
+        saved = json.loads(json_path.read_text()).get("params", {})
+        # Round-trip through JSON so tuples and lists compare equal.
+        if saved != json.loads(json.dumps(params)):
+            raise SplitError(
+                f"{run_dir} holds splits made with {saved}, not {params}; use a new run folder"
+            )
+        logger.info("Reusing the splits saved in %s", run_dir)
+        return load_splits(run_dir, index)
+    splits = make_splits(index, protocol, **options)
+    save_splits(splits, run_dir, params=params)
+    return splits
+
+
+def format_audits(splits: list[Split]) -> str:
+    """The audit lines of all splits (and their notes), for printing.
+
+    Example:
+        >>> print(format_audits(splits))  # doctest: +SKIP
+    """
+    lines = []
+    for split in splits:
+        lines.append(split.audit.describe())
+        lines += [f"  note: {note}" for note in split.notes]
+    return "\n".join(lines)
