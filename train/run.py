@@ -175,11 +175,14 @@ def configure_tensorflow(config: TrainConfig):
 def split_options(config: TrainConfig, protocol: str) -> dict[str, Any]:
     if protocol == "paper":
         return {"seed": config.seed}
-    return {
+    options = {
         "n_folds": config.folds,
         "seed": config.seed,
         "val_fraction": config.validation_fraction,
     }
+    if protocol == "magnification":
+        options["strict"] = False  # skip (with a warning) a magnification with too few patients
+    return options
 
 
 def summarise_folds(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -202,6 +205,16 @@ def summarise_folds(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run(config: TrainConfig, data: str, run_dir: Path, verbose: int | str = "auto") -> Path:
     """Everything: index, splits, training per fold, the served model, metrics, report."""
+    import keras
+
+    policy = keras.mixed_precision.global_policy()
+    try:
+        return _run(config, data, run_dir, verbose)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)  # process-wide: leave it as found
+
+
+def _run(config: TrainConfig, data: str, run_dir: Path, verbose: int | str) -> Path:
     from model.artifact import load_artifact, save_artifact
     from model.config import ModelConfig
     from model.network import build_model

@@ -317,7 +317,7 @@ def train_fold(
         copy_head_weights(network, data.feature_model, feature_mean, feature_scale)
         network = data.feature_model
     card = fold_card(config, model_config, split, threshold, metrics)
-    save_artifact(network, card, folder / "model")
+    save_artifact(float32_copy(network, model_config), card, folder / "model")
     result = FoldResult(split.name, folder, pd.DataFrame(history), threshold, metrics, predictions)
     document = {
         "split": split.name,
@@ -380,6 +380,22 @@ def fold_card(
 
 
 # --- helpers ------------------------------------------------------------------------------
+def float32_copy(network: keras.Model, model_config: ModelConfig) -> keras.Model:
+    """The network with float32 compute, for serving: a mixed-precision model (trained on a
+    GPU) would run float16 convolutions on the app's CPU, slowly. Variables are float32 in
+    both, so the weights carry over unchanged."""
+    if all(layer.dtype_policy.compute_dtype == "float32" for layer in network.layers):
+        return network
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        served = build_model(model_config, weights=None)
+        served.set_weights(network.get_weights())
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+    return served
+
+
 def _weights(config: TrainConfig) -> str | None:
     return None if config.weights == "none" else config.weights
 

@@ -157,7 +157,11 @@ def test_gpu_switches_run_on_cpu(small_synthetic_breakhis, tmp_path, caplog):
     assert "XLA on, precision policy mixed_float16, 1 replica(s)" in caplog.text
     config = json.loads((tmp_path / "runs" / "smoke" / "config.json").read_text())
     assert config["mixed_precision"] == "mixed_float16" and config["xla"] and config["multi_gpu"]
-    assert (tmp_path / "runs" / "smoke" / "model" / "model.keras").exists()
+    from model.artifact import load_artifact
+
+    served = load_artifact(tmp_path / "runs" / "smoke" / "model").model
+    # Trained in mixed precision, served in float32 (the app runs on CPUs).
+    assert {layer.dtype_policy.compute_dtype for layer in served.layers} == {"float32"}
 
 
 def test_xla_with_determinism_is_refused(small_synthetic_breakhis, tmp_path, capsys):
