@@ -38,7 +38,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -48,27 +47,28 @@ from typing import Any, Literal
 import pandas as pd
 from PIL import Image
 
+from model.breakhis import (  # noqa: F401  (re-exported: part of this module's API)
+    CLASS_CODES,
+    CLASS_NAMES,
+    FILENAME_CONVENTION,
+    FILENAME_EXAMPLE,
+    MAGNIFICATIONS,
+    SUBTYPES,
+    BreakHisName,
+    is_breakhis_filename,
+    parse_breakhis_filename,
+)
+
 logger = logging.getLogger(__name__)
 
-CLASS_NAMES: dict[int, str] = {0: "benign", 1: "malignant"}
-"""Label encoding shared with ``model/``: benign 0, malignant 1."""
+OFFICIAL_LAYOUT = (
+    "BreaKHis_v1/histology_slides/breast/<benign|malignant>/SOB/<subtype_folder>/"
+    "SOB_<B|M>_<T>_<patient>/<mag>X/<file>.png"
+)
+CSV_REQUIRED_COLUMNS: tuple[str, ...] = ("path", "label")
+CSV_OPTIONAL_COLUMNS: tuple[str, ...] = ("patient", "magnification", "subtype")
+CSV_LABELS: dict[str, int] = {"0": 0, "1": 1, "benign": 0, "malignant": 1}
 
-CLASS_CODES: dict[str, int] = {"B": 0, "M": 1}
-"""Class letter in a BreakHis file name -> label."""
-
-SUBTYPES: dict[str, tuple[str, int]] = {
-    "A": ("adenosis", 0),
-    "F": ("fibroadenoma", 0),
-    "PT": ("phyllodes_tumor", 0),
-    "TA": ("tubular_adenoma", 0),
-    "DC": ("ductal_carcinoma", 1),
-    "LC": ("lobular_carcinoma", 1),
-    "MC": ("mucinous_carcinoma", 1),
-    "PC": ("papillary_carcinoma", 1),
-}
-"""Subtype code -> (folder name in the official archive, label)."""
-
-MAGNIFICATIONS: tuple[int, ...] = (40, 100, 200, 400)
 
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
 
@@ -83,54 +83,11 @@ INDEX_COLUMNS: tuple[str, ...] = (
 )
 SKIPPED_COLUMNS: tuple[str, ...] = ("path", "reason")
 
-FILENAME_CONVENTION = "SOB_<B|M>_<subtype>-<patient>-<magnification>-<number>.png"
-FILENAME_EXAMPLE = "SOB_M_DC-14-2523-40-010.png"
-OFFICIAL_LAYOUT = (
-    "BreaKHis_v1/histology_slides/breast/<benign|malignant>/SOB/<subtype_folder>/"
-    "SOB_<B|M>_<T>_<patient>/<mag>X/<file>.png"
-)
-CSV_REQUIRED_COLUMNS: tuple[str, ...] = ("path", "label")
-CSV_OPTIONAL_COLUMNS: tuple[str, ...] = ("patient", "magnification", "subtype")
-CSV_LABELS: dict[str, int] = {"0": 0, "1": 1, "benign": 0, "malignant": 1}
-
-# Patient ids look like 14-2523 or 14-29960CD: digits, a dash, digits and optional letters.
-_FILENAME_RE = re.compile(
-    r"^SOB_(?P<class_code>[BM])_(?P<subtype>[A-Z]{1,2})"
-    r"-(?P<patient>\d+-\d+[A-Z]*)"
-    r"-(?P<magnification>\d+)"
-    r"-(?P<number>\d+)"
-    r"\.(?P<extension>png|jpe?g|tiff?|bmp)$",
-    re.IGNORECASE,
-)
-
 Layout = Literal["official", "named-folder", "csv"]
 
 
 class DatasetError(ValueError):
     """The dataset cannot be indexed; the message says what was expected."""
-
-
-@dataclass(frozen=True)
-class BreakHisName:
-    """What a BreakHis file name says about its image.
-
-    Example:
-        >>> name = parse_breakhis_filename("SOB_M_DC-14-2523-40-010.png")
-        >>> name.label, name.subtype, name.patient, name.magnification, name.number
-        (1, 'DC', '14-2523', 40, 10)
-    """
-
-    label: int
-    class_name: str
-    subtype: str
-    patient: str
-    magnification: int
-    number: int
-
-    @property
-    def subtype_name(self) -> str:
-        """Folder name of the subtype in the official archive, e.g. ``"ductal_carcinoma"``."""
-        return SUBTYPES[self.subtype][0]
 
 
 @dataclass(frozen=True)
@@ -151,69 +108,6 @@ class DatasetIndex:
 
     def __len__(self) -> int:
         return len(self.images)
-
-
-# --- file names ---------------------------------------------------------------------------
-def parse_breakhis_filename(name: str | Path) -> BreakHisName:
-    """Read class, subtype, patient and magnification from a BreakHis file name.
-
-    Only the base name is looked at, so a full path works too.
-
-    Raises:
-        ValueError: the name does not follow ``FILENAME_CONVENTION``, names an unknown subtype
-            or magnification, or its class letter disagrees with its subtype.
-
-    Example:
-        >>> parse_breakhis_filename("SOB_B_TA-14-29960CD-200-007.png").patient
-        '14-29960CD'
-    """
-    basename = Path(name).name
-    match = _FILENAME_RE.match(basename)
-    if match is None:
-        raise ValueError(
-            f"{basename!r} does not follow the BreakHis file name convention "
-            f"{FILENAME_CONVENTION} (e.g. {FILENAME_EXAMPLE})"
-        )
-    class_code = match["class_code"].upper()
-    subtype = match["subtype"].upper()
-    magnification = int(match["magnification"])
-    if subtype not in SUBTYPES:
-        raise ValueError(
-            f"{basename!r}: unknown subtype {subtype!r}; expected one of {', '.join(SUBTYPES)}"
-        )
-    if magnification not in MAGNIFICATIONS:
-        raise ValueError(
-            f"{basename!r}: unknown magnification {magnification}; "
-            f"expected one of {', '.join(map(str, MAGNIFICATIONS))}"
-        )
-    label = CLASS_CODES[class_code]
-    if SUBTYPES[subtype][1] != label:
-        raise ValueError(
-            f"{basename!r}: class letter {class_code} ({CLASS_NAMES[label]}) contradicts "
-            f"subtype {subtype} ({CLASS_NAMES[SUBTYPES[subtype][1]]})"
-        )
-    return BreakHisName(
-        label=label,
-        class_name=CLASS_NAMES[label],
-        subtype=subtype,
-        patient=match["patient"],
-        magnification=magnification,
-        number=int(match["number"]),
-    )
-
-
-def is_breakhis_filename(name: str | Path) -> bool:
-    """True when ``name`` parses with ``parse_breakhis_filename``.
-
-    Example:
-        >>> is_breakhis_filename("SOB_M_DC-14-2523-40-010.png"), is_breakhis_filename("x.png")
-        (True, False)
-    """
-    try:
-        parse_breakhis_filename(name)
-    except ValueError:
-        return False
-    return True
 
 
 # --- image checks -------------------------------------------------------------------------
