@@ -92,6 +92,7 @@ class Explainer:
         method: CamMethod = "gradcam",
         layer: str = COARSE_LAYER,
         target: Target = "predicted",
+        fast: bool | None = None,
     ) -> Explanation:
         """Maps for a preprocessed batch (n, h, w, 3).
 
@@ -101,12 +102,13 @@ class Explainer:
             target: which class's evidence to show: the ``"predicted"`` one (per image, by
                 the threshold), or always ``"malignant"`` / ``"benign"``. The benign score is
                 the negated logit.
+            fast: use the single-pass Grad-CAM (``None``: as set at construction).
         """
         if method not in CAM_METHODS:
             raise ValueError(f"method must be one of {tuple(CAM_METHODS)}, got {method!r}")
         self._check_layer(layer)
         inputs = np.asarray(inputs, dtype=np.float32)
-        if method == "gradcam" and self.fast_gradcam:
+        if method == "gradcam" and (self.fast_gradcam if fast is None else fast):
             return self._explain_fast(inputs, layer, target)
         probabilities = self._probabilities(inputs)
         signs = self._signs(probabilities, target)
@@ -127,11 +129,7 @@ class Explainer:
         self, inputs: np.ndarray, layer: str = COARSE_LAYER, target: Target = "predicted"
     ) -> Explanation:
         """Plain Grad-CAM through tf-keras-vis, even when the fast path is on (for checks)."""
-        fast, self.fast_gradcam = self.fast_gradcam, False
-        try:
-            return self.explain(inputs, "gradcam", layer, target)
-        finally:
-            self.fast_gradcam = fast
+        return self.explain(inputs, "gradcam", layer, target, fast=False)
 
     # --- fast Grad-CAM -------------------------------------------------------------------
     def _explain_fast(self, inputs: np.ndarray, layer: str, target: Target) -> Explanation:
