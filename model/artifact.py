@@ -31,16 +31,18 @@ import zipfile
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
-
-import keras
+from typing import IO, TYPE_CHECKING
 
 from model.card import CARD_SCHEMA_VERSION, ModelCard
+from model.config import LOGIT_LAYER, OUTPUT_LAYER
 from model.errors import (
     ArtifactCorruptError,
     ArtifactIncompatibleError,
     ArtifactNotFoundError,
 )
-from model.network import LOGIT_LAYER, OUTPUT_LAYER
+
+if TYPE_CHECKING:  # Keras is imported where a network is read or written, so that reading
+    import keras  # a card stays cheap (no TensorFlow import: ~5 s on a small CPU).
 
 MODEL_FILE = "model.keras"
 CARD_FILE = "model_card.json"
@@ -102,16 +104,9 @@ def load_artifact(path: str | Path) -> LoadedArtifact:
         return load_artifact_bytes(path.read_bytes(), source=str(path))
     if not path.exists():
         raise ArtifactNotFoundError(f"model artifact not found: {path}")
-    if path.is_dir() and not (path / CARD_FILE).exists() and (path / "model" / CARD_FILE).exists():
-        path = path / "model"  # a run folder written by `python -m train.run`
-    if not path.is_dir():
-        raise ArtifactNotFoundError(
-            f"{path} is not a model artifact: expected a folder with {MODEL_FILE} and "
-            f"{CARD_FILE}, or a .zip of them"
-        )
-    for name in (CARD_FILE, MODEL_FILE):
-        if not (path / name).is_file():
-            raise ArtifactNotFoundError(f"model artifact {path} is missing {name}")
+    path = _artifact_folder(path)
+    if not (path / MODEL_FILE).is_file():
+        raise ArtifactNotFoundError(f"model artifact {path} is missing {MODEL_FILE}")
     return _load((path / CARD_FILE).read_bytes(), path / MODEL_FILE, source=str(path))
 
 
@@ -119,13 +114,7 @@ def load_artifact_bytes(data: bytes, source: str = "uploaded file") -> LoadedArt
     """Load an artifact from the bytes of its ``.zip`` (as the app receives an upload)."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            members = {Path(name).name: name for name in archive.namelist()}
-            missing = [name for name in (CARD_FILE, MODEL_FILE) if name not in members]
-            if missing:
-                raise ArtifactNotFoundError(
-                    f"{source} is not a model artifact: it lacks {', '.join(missing)} "
-                    f"(expected a .zip with {MODEL_FILE} and {CARD_FILE})"
-                )
+            members = _zip_members(archive, source, MODEL_FILE)
             card_bytes = archive.read(members[CARD_FILE])
             # Keras reads .keras files by path only; the model (not patient data) goes to a
             # private temporary folder that is removed right after loading.
@@ -147,17 +136,63 @@ def export_zip(directory: str | Path, destination: str | Path) -> Path:
 
 
 def read_card(path: str | Path) -> ModelCard:
-    """Read only the card of an artifact folder (cheap: no TensorFlow work)."""
+    """Read only the card of an artifact (folder, run folder or ``.zip``): cheap, no Keras.
+
+    The same checks and messages as :func:`load_artifact` for the card itself; the weights
+    are checked only when the model is loaded.
+    """
     path = Path(path)
-    if not (path / CARD_FILE).exists() and (path / "model" / CARD_FILE).exists():
-        path = path / "model"
-    if not (path / CARD_FILE).is_file():
-        raise ArtifactNotFoundError(f"model artifact {path} is missing {CARD_FILE}")
-    return _parse_card((path / CARD_FILE).read_bytes(), str(path))
+    if path.is_file() and zipfile.is_zipfile(path):
+        with path.open("rb") as handle:
+            return read_card_from_zip(handle, str(path))
+    if not path.exists():
+        raise ArtifactNotFoundError(f"model artifact not found: {path}")
+    folder = _artifact_folder(path)
+    return _parse_card((folder / CARD_FILE).read_bytes(), str(folder))
+
+
+def read_card_from_zip(archive_file: bytes | IO[bytes], source: str = "uploaded file") -> ModelCard:
+    """The card inside an artifact ``.zip`` (its bytes or an open file), without Keras."""
+    if isinstance(archive_file, bytes):
+        archive_file = io.BytesIO(archive_file)
+    try:
+        with zipfile.ZipFile(archive_file) as archive:
+            members = _zip_members(archive, source)
+            return _parse_card(archive.read(members[CARD_FILE]), source)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+        raise ArtifactCorruptError(f"{source} is not a readable .zip archive ({error})") from error
 
 
 # --- helpers ------------------------------------------------------------------------------
+def _artifact_folder(path: Path) -> Path:
+    """The folder holding the card: ``path`` itself or a run folder's ``model/``."""
+    if path.is_dir() and not (path / CARD_FILE).exists() and (path / "model" / CARD_FILE).exists():
+        return path / "model"  # a run folder written by `python -m train.run`
+    if not path.is_dir():
+        raise ArtifactNotFoundError(
+            f"{path} is not a model artifact: expected a folder with {MODEL_FILE} and "
+            f"{CARD_FILE}, a run folder holding model/, or a .zip of an artifact"
+        )
+    if not (path / CARD_FILE).is_file():
+        raise ArtifactNotFoundError(f"model artifact {path} is missing {CARD_FILE}")
+    return path
+
+
+def _zip_members(archive: zipfile.ZipFile, source: str, *needed: str) -> dict[str, str]:
+    """Base name -> member name, after checking the card (and ``needed`` files) are there."""
+    members = {Path(name).name: name for name in archive.namelist()}
+    missing = [name for name in (CARD_FILE, *needed) if name not in members]
+    if missing:
+        raise ArtifactNotFoundError(
+            f"{source} is not a model artifact: it lacks {', '.join(missing)} "
+            f"(expected a .zip with {MODEL_FILE} and {CARD_FILE})"
+        )
+    return members
+
+
 def _load(card_bytes: bytes, model_path: Path, source: str) -> LoadedArtifact:
+    import keras
+
     card = _parse_card(card_bytes, source)
     if card.model_sha256 and _sha256(model_path) != card.model_sha256:
         raise ArtifactCorruptError(

@@ -24,8 +24,22 @@ LABELS: dict[int, str] = {0: "benign", 1: "malignant"}
 IMAGENET_BGR_MEAN: tuple[float, float, float] = (103.939, 116.779, 123.68)
 
 Pooling = Literal["avg", "flatten"]
+LOGIT_LAYER = "logit"  # the pre-sigmoid score: Dense(1)
+OUTPUT_LAYER = "malignancy"  # sigmoid(logit): the malignancy probability
+
 COARSE_LAYER = "conv5_block3_out"  # 3x5 feature map at 96x144 input
 FINE_LAYER = "conv4_block6_out"  # 6x9 feature map at 96x144 input
+CAM_LAYERS: dict[str, str] = {
+    COARSE_LAYER: "coarse (conv5_block3_out, 3x5 cells)",
+    FINE_LAYER: "fine (conv4_block6_out, 6x9 cells)",
+}
+CAM_METHODS: dict[str, str] = {
+    "gradcam": "Grad-CAM",
+    "gradcam++": "Grad-CAM++",
+    "layercam": "LayerCAM",
+}
+"""Class-activation methods of :mod:`model.explainer` (key -> display name). Plain data here,
+so a UI can offer them without importing TensorFlow."""
 
 
 @dataclass(frozen=True)

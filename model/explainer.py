@@ -34,20 +34,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model.config import COARSE_LAYER, FINE_LAYER
+from model.config import CAM_LAYERS, CAM_METHODS, COARSE_LAYER, LOGIT_LAYER
 from model.errors import LayerNotFoundError
-from model.network import LOGIT_LAYER
+
+__all__ = ["CAM_LAYERS", "CAM_METHODS", "Explainer", "Explanation"]
 
 CamMethod = Literal["gradcam", "gradcam++", "layercam"]
-CAM_METHODS: dict[str, str] = {
-    "gradcam": "Grad-CAM",
-    "gradcam++": "Grad-CAM++",
-    "layercam": "LayerCAM",
-}
-CAM_LAYERS: dict[str, str] = {
-    COARSE_LAYER: "coarse (conv5_block3_out, 3x5 cells)",
-    FINE_LAYER: "fine (conv4_block6_out, 6x9 cells)",
-}
 Target = Literal["predicted", "malignant", "benign"]
 _EPSILON = keras.config.epsilon()  # tf-keras-vis normalises with the same epsilon
 

@@ -27,11 +27,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from model.config import ModelConfig
+from model.config import LOGIT_LAYER, OUTPUT_LAYER, ModelConfig
 from model.errors import WeightsUnavailableError
 
-LOGIT_LAYER = "logit"
-OUTPUT_LAYER = "malignancy"
 HEAD_LAYERS = ("head_pool", "head_flatten", "head_dense", "head_dropout", "head_relu")
 BASE_STAGES = ("conv1", "conv2", "conv3", "conv4", "conv5")
 FREEZE_CHOICES = ("none", "base", *BASE_STAGES[:-1])

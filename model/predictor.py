@@ -1,8 +1,9 @@
 """Malignancy probabilities from a model, fast and safe to share between threads.
 
-The inference function is traced once (a ``tf.function`` with a fixed input signature), so
-each call runs a compiled graph instead of ``model.predict``'s per-call setup. A traced
-concrete function is stateless, so one :class:`Predictor` serves all Streamlit sessions.
+The inference function is traced once, on first use (a ``tf.function`` with a fixed input
+signature), so each call runs a compiled graph instead of ``model.predict``'s per-call setup.
+A traced concrete function is stateless, so one :class:`Predictor` serves all Streamlit
+sessions.
 
 Example:
     >>> predictor = Predictor(build_model(weights=None), InputSpec())
@@ -12,7 +13,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import keras
@@ -72,12 +74,23 @@ class Predictor:
         self.spec = spec
         self.threshold = float(threshold)
         self.batch_size = int(batch_size)
-        signature = tf.TensorSpec((None, *spec.shape), tf.float32, name="images")
-        infer = tf.function(
-            lambda images: model(images, training=False)[:, 0], jit_compile=jit_compile
-        )
-        # Trace now, once: later calls only run the graph (and never retrace concurrently).
-        self._infer = infer.get_concrete_function(signature)
+        self.jit_compile = jit_compile
+        self._lock = threading.Lock()
+        self._traced: Callable | None = None
+
+    @property
+    def _infer(self) -> Callable:
+        """The traced inference graph, built on first use, once, under a lock (concurrent
+        first calls must not trace twice); later calls only run it."""
+        with self._lock:
+            if self._traced is None:
+                signature = tf.TensorSpec((None, *self.spec.shape), tf.float32, name="images")
+                infer = tf.function(
+                    lambda images: self.model(images, training=False)[:, 0],
+                    jit_compile=self.jit_compile,
+                )
+                self._traced = infer.get_concrete_function(signature)
+            return self._traced
 
     def predict_batch(self, inputs: np.ndarray) -> np.ndarray:
         """Probabilities (n,) for preprocessed inputs of shape (n, *spec.shape)."""

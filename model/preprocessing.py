@@ -216,8 +216,7 @@ def _bomb_message(data: bytes, error: Exception, max_pixels: int) -> str:
     if data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) >= 24:
         width, height = struct.unpack(">II", data[16:24])  # IHDR comes first in every PNG
         return (
-            f"image too large: {width}x{height} ({width * height:,} pixels; "
-            f"limit {max_pixels:,})"
+            f"image too large: {width}x{height} ({width * height:,} pixels; limit {max_pixels:,})"
         )
     match = re.search(r"\((\d+) pixels\)", str(error))
     pixels = f"{int(match.group(1)):,} pixels" if match else "too many pixels"

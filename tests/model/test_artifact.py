@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +20,7 @@ from model.artifact import (
     load_artifact,
     load_artifact_bytes,
     read_card,
+    read_card_from_zip,
     save_artifact,
 )
 from model.card import ModelCard
@@ -160,3 +164,16 @@ def test_card_json_round_trip():
     card = ModelCard(name="demo", evaluation={"paper": {"metrics": {"accuracy": 0.99}}})
     assert ModelCard.from_json(card.to_json()) == card
     assert not card.is_trained
+
+
+def test_reading_a_card_is_cheap_and_works_on_zips(artifact_dir, tmp_path):
+    bundle = export_zip(artifact_dir, tmp_path / "bundle.zip")
+    assert read_card(bundle).name == read_card(artifact_dir).name == "test-run"
+    assert read_card_from_zip(bundle.read_bytes()).name == "test-run"
+    # In a fresh interpreter: reading a card must not import Keras/TensorFlow (seconds).
+    code = (
+        "import sys; from model.artifact import read_card; "
+        f"read_card({str(artifact_dir)!r}); "
+        "assert 'keras' not in sys.modules and 'tensorflow' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
