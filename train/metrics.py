@@ -361,14 +361,22 @@ def roc_points(y_true: ArrayLike, y_prob: ArrayLike) -> dict[str, Any]:
 
 
 # --- threshold choice ---------------------------------------------------------------------
+# Probabilities are clipped this far from 0 and 1 before taking logits: a saturated float32
+# sigmoid gives exactly 1.0 (logit +inf), which would push the logit midpoint to infinity.
+LOGIT_CLIP = 1e-12
+
+
 @dataclass(frozen=True)
 class ThresholdChoice:
     """The decision threshold picked on validation data, and why.
 
+    ``optimal_interval`` is ``(low, high)``: every threshold ``t`` with ``low < t <= high``
+    reaches the best Youden's J on validation (``None`` for the default fallback).
+
     Example:
         >>> choice = select_threshold([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9])
-        >>> choice.threshold, choice.method
-        (0.8, 'youden')
+        >>> choice.threshold, choice.method, choice.optimal_interval
+        (0.5, 'youden', (0.2, 0.8))
     """
 
     threshold: float
@@ -377,10 +385,61 @@ class ThresholdChoice:
     youden_j: float | None = None
     sensitivity: float | None = None
     specificity: float | None = None
+    optimal_interval: tuple[float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
         return asdict(self)
+
+
+def _logit(probability: float) -> float:
+    clipped = min(max(probability, LOGIT_CLIP), 1.0 - LOGIT_CLIP)
+    return math.log(clipped) - math.log1p(-clipped)
+
+
+def logit_midpoint(low: float, high: float) -> float:
+    """A threshold ``t`` with ``low < t <= high``: the midpoint of the two in logit space.
+
+    In logit space the midpoint is the probability whose odds are the geometric mean of the
+    two odds, so it sits "between" 1e-8 and 0.01 (at about 1e-5) as much as between 0.6 and
+    0.7. When rounding leaves no room (scores a few ulps apart, or beyond ``LOGIT_CLIP``), the
+    arithmetic midpoint or ``high`` itself is returned, so the inequality always holds.
+
+    Example:
+        >>> round(logit_midpoint(0.7, 0.9), 5)   # odds sqrt(7/3 * 9) = sqrt(21)
+        0.82087
+    """
+    log_odds = (_logit(low) + _logit(high)) / 2
+    candidates = (1.0 / (1.0 + math.exp(-log_odds)), (low + high) / 2, high)
+    return next(value for value in candidates if low < value <= high)
+
+
+def _optimal_intervals(
+    scores: np.ndarray, youden: np.ndarray, best: float
+) -> list[tuple[float, float]]:
+    """Threshold intervals ``(low, high]`` on which J is maximal, from high to low scores.
+
+    ``scores`` are the distinct validation scores in decreasing order (``roc_curve``'s finite
+    thresholds) and ``youden[i]`` is J for ``t = scores[i]``; every ``t`` in
+    ``(scores[i + 1], scores[i]]`` classifies validation the same way, so it has that J too.
+    Neighbouring optimal points merge into one interval.
+    """
+    optimal = np.isclose(youden, best)
+    intervals: list[tuple[float, float]] = []
+    position = 0
+    while position < len(scores):
+        if not optimal[position]:
+            position += 1
+            continue
+        first = position
+        while position + 1 < len(scores) and optimal[position + 1]:
+            position += 1
+        # J > 0 is never reached at the lowest score (everything malignant: J = 0), so an
+        # optimal point always has a lower score below it.
+        low = float(scores[position + 1]) if position + 1 < len(scores) else 0.0
+        intervals.append((low, float(scores[first])))
+        position += 1
+    return intervals
 
 
 def select_threshold(
@@ -388,11 +447,27 @@ def select_threshold(
 ) -> ThresholdChoice:
     """Threshold maximising Youden's J = sensitivity + specificity - 1 on validation data.
 
+    The best J is usually reached on a whole interval of thresholds, not at one point: with an
+    overconfident model on a small validation set every threshold between the highest benign
+    score (say 1e-8) and the lowest malignant score (say 0.99999) separates validation
+    perfectly. Picking one of the observed scores (what ``roc_curve`` offers) would then put the
+    threshold at an extreme and make test specificity or sensitivity collapse. So:
+
+    1. if ``default`` (0.5) reaches the best J on validation, it is kept;
+    2. otherwise the threshold is the midpoint, in logit space, of the optimal interval
+       ``(low, high]``: ``low`` is the highest validation score on the benign side and
+       ``high`` the lowest on the malignant side (:func:`logit_midpoint`). When several
+       separate intervals tie, the one nearest ``default`` (in logit space) wins.
+
     Falls back to ``default`` when validation is degenerate: no images, one class only, or no
-    threshold better than chance (J <= 0). Among equal J the threshold nearest ``default``
-    wins. The threshold is a validation probability, used as ``y_prob >= threshold``.
+    threshold better than chance (J <= 0). The rule stays ``y_prob >= threshold``; the
+    reported sensitivity and specificity are those of the chosen threshold on validation.
 
     Example:
+        >>> select_threshold([0, 0, 1, 1], [1e-9, 2e-8, 0.99999, 1.0]).threshold
+        0.5
+        >>> round(select_threshold([0, 0, 1, 1], [0.6, 0.7, 0.9, 0.95]).threshold, 5)
+        0.82087
         >>> select_threshold([1, 1], [0.3, 0.9]).threshold   # one class: default
         0.5
     """
@@ -404,23 +479,47 @@ def select_threshold(
     finite = np.isfinite(thresholds)
     fpr, tpr, thresholds = fpr[finite], tpr[finite], thresholds[finite]
     youden = tpr - fpr
-    best = youden.max()
+    best = float(youden.max())
     if best <= 0:
         return ThresholdChoice(
             default,
             "default",
             "no threshold beats chance on validation (Youden J <= 0)",
-            youden_j=float(best),
+            youden_j=best,
         )
-    candidates = np.flatnonzero(np.isclose(youden, best))
-    chosen = candidates[np.argmin(np.abs(thresholds[candidates] - default))]
+    intervals = _optimal_intervals(thresholds, youden, best)
+
+    def rates(threshold: float) -> tuple[float, float]:
+        predicted = probabilities >= threshold
+        return float(predicted[labels == 1].mean()), float((~predicted)[labels == 0].mean())
+
+    sensitivity, specificity = rates(default)
+    if np.isclose(sensitivity + specificity - 1, best):
+        # J(default) is maximal, so default lies in one of the optimal intervals.
+        interval = next((iv for iv in intervals if iv[0] < default <= iv[1]), None)
+        chosen, how = default, f"the default {default:g} reaches it"
+    else:
+        target = _logit(default)
+
+        def distance(interval: tuple[float, float]) -> float:
+            low, high = _logit(interval[0]), _logit(interval[1])
+            return max(low - target, target - high, 0.0)
+
+        interval = min(intervals, key=distance)
+        chosen = logit_midpoint(*interval)
+        how = (
+            f"the default {default:g} does not, so the logit-space midpoint of the optimal "
+            f"interval ({interval[0]:.6g}, {interval[1]:.6g}] is used"
+        )
+        sensitivity, specificity = rates(chosen)
     return ThresholdChoice(
-        float(thresholds[chosen]),
+        float(chosen),
         "youden",
-        "maximises Youden's J on validation",
-        youden_j=float(youden[chosen]),
-        sensitivity=float(tpr[chosen]),
-        specificity=float(1 - fpr[chosen]),
+        f"maximises Youden's J on validation (J = {best:.3f}); {how}",
+        youden_j=sensitivity + specificity - 1,
+        sensitivity=sensitivity,
+        specificity=specificity,
+        optimal_interval=interval,
     )
 
 

@@ -27,10 +27,22 @@ def trained_card() -> ModelCard:
         name="test-run",
         threshold=0.42,
         threshold_source="Youden J on validation",
-        training=TrainingInfo(trained=True, initial_weights="imagenet", protocol="patient",
-                              dataset="synthetic", preset="smoke", epochs=1, batch_size=2),
-        evaluation={"patient": {"description": "patient-disjoint test", "patient_disjoint": True,
-                                "metrics": {"accuracy": 0.5}}},
+        training=TrainingInfo(
+            trained=True,
+            initial_weights="imagenet",
+            protocol="patient",
+            dataset="synthetic",
+            preset="smoke",
+            epochs=1,
+            batch_size=2,
+        ),
+        evaluation={
+            "patient": {
+                "description": "patient-disjoint test",
+                "patient_disjoint": True,
+                "metrics": {"accuracy": 0.5},
+            }
+        },
     )
 
 

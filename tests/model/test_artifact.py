@@ -130,8 +130,9 @@ def test_network_that_does_not_fit_its_card(random_model, tmp_path):
 def test_foreign_keras_model_is_incompatible(tmp_path):
     import keras
 
-    other = keras.Sequential([keras.Input((96, 144, 3)), keras.layers.Flatten(),
-                              keras.layers.Dense(1)])
+    other = keras.Sequential(
+        [keras.Input((96, 144, 3)), keras.layers.Flatten(), keras.layers.Dense(1)]
+    )
     folder = save_artifact(other, ModelCard(name="other"), tmp_path / "other")
     with pytest.raises(ArtifactIncompatibleError, match=r"not built by model\.network"):
         load_artifact(folder)
@@ -177,3 +178,18 @@ def test_reading_a_card_is_cheap_and_works_on_zips(artifact_dir, tmp_path):
         "assert 'keras' not in sys.modules and 'tensorflow' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
+
+
+def test_reading_a_card_gives_specific_errors(tmp_path):
+    with pytest.raises(ArtifactNotFoundError, match="not found"):
+        read_card(tmp_path / "missing")
+    with pytest.raises(ArtifactNotFoundError, match=r"missing model_card\.json"):
+        read_card(tmp_path)
+    (tmp_path / CARD_FILE).write_text("{oops")
+    with pytest.raises(ArtifactCorruptError, match="not valid JSON"):
+        read_card(tmp_path)
+    (tmp_path / CARD_FILE).write_text(json.dumps({"schema_version": 99}))
+    with pytest.raises(ArtifactIncompatibleError, match="schema version 99"):
+        read_card(tmp_path)
+    with pytest.raises(ArtifactCorruptError, match=r"not a readable \.zip"):
+        read_card_from_zip(b"PK\x03\x04broken", "upload")

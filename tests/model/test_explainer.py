@@ -95,6 +95,7 @@ def test_unknown_and_non_convolutional_layers(explainer, synthetic_inputs):
 def test_shared_between_threads(explainer, synthetic_inputs):
     expected = explainer.explain(synthetic_inputs).heatmaps
     with ThreadPoolExecutor(max_workers=3) as pool:
-        maps = list(pool.map(lambda i: explainer.explain(synthetic_inputs[i : i + 1]).heatmaps[0],
-                             range(3)))
+        maps = list(
+            pool.map(lambda i: explainer.explain(synthetic_inputs[i : i + 1]).heatmaps[0], range(3))
+        )
     assert np.allclose(np.stack(maps), expected, atol=1e-5)

@@ -33,8 +33,14 @@ def test_shapes_and_head_match_the_paper(random_model):
     assert random_model.input_shape == (None, 96, 144, 3)
     assert random_model.output_shape == (None, 1)
     names = [layer.name for layer in random_model.layers]
-    assert names[-6:] == ["head_pool", "head_dense", "head_dropout", "head_relu", LOGIT_LAYER,
-                          OUTPUT_LAYER]
+    assert names[-6:] == [
+        "head_pool",
+        "head_dense",
+        "head_dropout",
+        "head_relu",
+        LOGIT_LAYER,
+        OUTPUT_LAYER,
+    ]
     assert random_model.get_layer("head_dense").units == 1024
     assert random_model.get_layer("head_dropout").rate == pytest.approx(0.4)
     assert random_model.get_layer(OUTPUT_LAYER).activation.__name__ == "sigmoid"
@@ -47,7 +53,12 @@ def test_graph_is_flat_with_resnet_layer_names(random_model):
     assert random_model.get_layer("conv4_block6_out").output.shape == (None, 6, 9, 1024)
     assert len(base_layers(random_model)) == 174  # ResNet-50 without top, without its input
     assert {stage_of(layer.name) for layer in base_layers(random_model)} == {
-        "conv1", "conv2", "conv3", "conv4", "conv5"}
+        "conv1",
+        "conv2",
+        "conv3",
+        "conv4",
+        "conv5",
+    }
 
 
 def test_parameter_counts(random_model):
@@ -108,8 +119,11 @@ def _reference_base() -> keras.Model:
 
 def _assert_base_weights_equal(model: keras.Model, reference: keras.Model) -> None:
     for name in ("conv1_conv", "conv3_block2_2_bn", "conv5_block3_3_conv"):
-        for ours, theirs in zip(model.get_layer(name).get_weights(),
-                                reference.get_layer(name).get_weights(), strict=True):
+        for ours, theirs in zip(
+            model.get_layer(name).get_weights(),
+            reference.get_layer(name).get_weights(),
+            strict=True,
+        ):
             assert np.array_equal(ours, theirs), name
 
 

@@ -198,18 +198,72 @@ def test_roc_points_by_hand() -> None:
 # --- threshold selection ------------------------------------------------------------------
 def test_youden_threshold_by_hand() -> None:
     # J (tpr - fpr) at each score: 0.9 .25, 0.8 0, 0.7 .25, 0.65 .5, 0.45 .25, 0.35 0, 0.3 .25
+    # The best J = .5 holds for 0.45 < t <= 0.65, which contains the default 0.5: kept.
     choice = select_threshold(Y_TRUE, Y_PROB)
     assert choice.method == "youden"
-    assert choice.threshold == 0.65
+    assert choice.threshold == 0.5
+    assert choice.optimal_interval == (0.45, 0.65)
     assert choice.youden_j == pytest.approx(0.5)
     assert (choice.sensitivity, choice.specificity) == (0.75, 0.75)
+    assert "default 0.5 reaches it" in choice.reason
     assert_json_clean(choice.to_dict())
 
 
-def test_youden_ties_go_to_the_threshold_nearest_the_default() -> None:
-    # J: 0.7 -> .5 - 0 = .5; 0.6 -> .5 - .5 = 0; 0.35 -> 1 - .5 = .5; 0.2 -> 0
+def test_overconfident_separation_keeps_the_default_not_an_extreme_score() -> None:
+    # Every t in (2e-7, 0.9999] separates perfectly; roc_curve alone would offer 0.9999 or
+    # the saturated 1.0 (what smoke runs chose before), here 0.5 is as good on validation.
+    choice = select_threshold([0, 0, 0, 1, 1, 1], [6e-9, 1e-8, 2e-7, 0.9999, 1.0, 1.0])
+    assert choice.threshold == 0.5
+    assert choice.optimal_interval == (2e-7, 0.9999)
+    assert (choice.youden_j, choice.sensitivity, choice.specificity) == (1.0, 1.0, 1.0)
+
+
+def test_logit_midpoint_when_the_default_is_outside_the_optimal_interval() -> None:
+    # Optimal: 0.7 < t <= 0.9 (J = 1). Logit midpoint: odds sqrt(7/3 * 9/1) = sqrt(21),
+    # t = sqrt(21) / (1 + sqrt(21)) = 0.820871...
+    choice = select_threshold([0, 0, 1, 1], [0.6, 0.7, 0.9, 0.95])
+    assert choice.threshold == pytest.approx(21**0.5 / (1 + 21**0.5))
+    assert choice.optimal_interval == (0.7, 0.9)
+    assert (choice.youden_j, choice.sensitivity, choice.specificity) == (1.0, 1.0, 1.0)
+    assert "midpoint" in choice.reason
+    # Below the default: 1e-9 < t <= 0.01; log-odds (ln(1e-9 / (1 - 1e-9)) + ln(1 / 99)) / 2.
+    low = select_threshold([0, 0, 1, 1], [0.0, 1e-9, 0.01, 0.02])
+    odds = (1e-9 / (1 - 1e-9) * (0.01 / 0.99)) ** 0.5
+    assert low.threshold == pytest.approx(odds / (1 + odds))  # about 3.2e-6
+    assert 1e-9 < low.threshold <= 0.01
+
+
+def test_saturated_scores_give_a_threshold_strictly_inside_the_interval() -> None:
+    # A float32 sigmoid saturates at exactly 1.0 (logit +inf): the midpoint stays finite and
+    # the >= rule still classifies validation as on the best ROC point.
+    choice = select_threshold([0, 0, 1, 1], [0.2, 0.9, 1.0, 1.0])
+    assert choice.optimal_interval == (0.9, 1.0)
+    assert 0.9 < choice.threshold < 1.0
+    assert choice.youden_j == 1.0
+    # Scores one ulp apart leave no room in logit space: high itself is used.
+    high = float(np.nextafter(0.95, 1.0))
+    tight = select_threshold([0, 1], [0.95, high])
+    assert 0.95 < tight.threshold <= high
+    assert tight.youden_j == 1.0
+
+
+def test_youden_ties_go_to_the_interval_nearest_the_default() -> None:
+    # J: 0.7 -> .5 - 0 = .5; 0.6 -> .5 - .5 = 0; 0.35 -> 1 - .5 = .5; 0.2 -> 0.
+    # Optimal intervals (0.6, 0.7] and (0.2, 0.35]; 0.6 is nearer 0.5 (in logit space too:
+    # 0.405 vs 0.619), so the midpoint of the first: odds sqrt(1.5 * 7/3) = sqrt(3.5).
     choice = select_threshold([0, 1, 0, 1], [0.2, 0.35, 0.6, 0.7])
-    assert choice.threshold == 0.35
+    assert choice.optimal_interval == (0.6, 0.7)
+    assert choice.threshold == pytest.approx(3.5**0.5 / (1 + 3.5**0.5))  # 0.651670
+    assert (choice.sensitivity, choice.specificity) == (0.5, 1.0)
+
+
+def test_neighbouring_optimal_points_merge_into_one_interval() -> None:
+    # B 0.1, M 0.8, B 0.8, M 0.95: J at t=0.95 is .5 - 0, at t=0.8 1 - .5 = .5, at 0.1 0.
+    # The two optimal points are neighbours, so one interval (0.1, 0.95], holding 0.5.
+    choice = select_threshold([0, 1, 0, 1], [0.1, 0.8, 0.8, 0.95])
+    assert choice.optimal_interval == (0.1, 0.95)
+    assert choice.threshold == 0.5
+    assert (choice.sensitivity, choice.specificity) == (1.0, 0.5)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,111 @@
+"""Small pieces of UI shared by the pages: notices, the probability gauge, the model summary."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from app import services
+from app.state import ModelContext
+from model.card import ModelCard
+
+MALIGNANT_COLOUR = "#a93226"
+BENIGN_COLOUR = "#1f618d"
+
+RESEARCH_NOTICE = (
+    "**Research use only: not a diagnostic device.** This demo reproduces a published "
+    "ResNet-50 classifier for BreakHis H&E images. Its output must not be used to diagnose, "
+    "treat or triage anyone."
+)
+UNTRAINED_BANNER = (
+    "**Untrained model: meaningless output.** This model's card says its classification head "
+    "was never trained (random or ImageNet-only weights). Probabilities, labels and heatmaps "
+    "below are noise. Train one with `python -m train.run --preset quick --data "
+    "data/BreaKHis_v1` (see *Get a model*)."
+)
+
+
+def header(context: ModelContext) -> None:
+    """The always-visible notice naming the model in use and how it was evaluated."""
+    with st.container(border=True, key="research-notice"):
+        st.markdown(f":material/science: {RESEARCH_NOTICE}")
+        card = context.handle.card if context.handle is not None else None
+        if card is None:
+            st.caption("Model: none loaded.")
+        else:
+            where = "uploaded in this session" if context.uploaded else context.handle.label
+            st.caption(
+                f"Model: **{card.name}** ({where}). Evaluation: "
+                f"{services.evaluation_summary(card)}."
+            )
+    if card is not None and not card.is_trained:
+        st.error(UNTRAINED_BANNER, icon=":material/warning:")
+
+
+def probability_gauge(probability: float, threshold: float, label: str) -> go.Figure:
+    """A 0-100 % gauge of the malignancy probability with the decision threshold marked."""
+    colour = MALIGNANT_COLOUR if label == "malignant" else BENIGN_COLOUR
+    figure = go.Figure(
+        go.Indicator(
+            mode="gauge",
+            value=probability * 100,
+            title={"text": "malignancy probability", "font": {"size": 13}},
+            gauge={
+                "axis": {"range": [0, 100], "ticksuffix": "%", "tickvals": [0, 25, 50, 75, 100]},
+                "bar": {"color": colour, "thickness": 0.35},
+                "steps": [
+                    {"range": [0, threshold * 100], "color": "#e8f1f8"},
+                    {"range": [threshold * 100, 100], "color": "#f9e9e7"},
+                ],
+                "threshold": {
+                    "line": {"color": "#17202a", "width": 3},
+                    "thickness": 0.9,
+                    "value": threshold * 100,
+                },
+            },
+        )
+    )
+    # The number is an annotation, not the indicator's own, so it reads exactly like the
+    # metric beside it ("<0.1%" rather than a rounded "0.0 %").
+    figure.add_annotation(
+        x=0.5,
+        y=0.08,
+        showarrow=False,
+        text=services.format_probability(probability),
+        font={"size": 28, "color": colour},
+    )
+    figure.add_annotation(
+        x=0.5,
+        y=-0.12,
+        showarrow=False,
+        text=f"threshold {threshold:.0%}: at or above means malignant",
+        font={"size": 11, "color": "#566573"},
+    )
+    figure.update_layout(height=190, margin={"l": 25, "r": 25, "t": 40, "b": 25})
+    return figure
+
+
+def card_facts(card: ModelCard, source_label: str) -> list[tuple[str, str]]:
+    """The card's key facts as (label, value) rows for a compact summary."""
+    return [
+        ("Name", card.name),
+        ("Source", source_label),
+        ("Architecture", card.architecture),
+        ("Input", services.input_description(card)),
+        ("Decision threshold", f"{card.threshold:.3f} ({card.threshold_source})"),
+        ("Created", services.short_date(card.created)),
+    ]
+
+
+def show_metrics(card: ModelCard) -> None:
+    """Evaluation metrics side by side, with the leakage caveat where it applies."""
+    if not card.evaluation:
+        st.warning("This model's card has no evaluation results.", icon=":material/info:")
+        return
+    st.dataframe(services.metrics_table(card), width="stretch")
+    for name, evaluation in services.ordered_protocols(card):
+        description = evaluation.get("description")
+        if description:
+            st.caption(f"**{services.protocol_heading(name, evaluation)}**: {description}")
+    if any(not evaluation.get("patient_disjoint") for evaluation in card.evaluation.values()):
+        st.warning(services.LEAK_NOTE, icon=":material/warning:")

@@ -1,0 +1,151 @@
+"""Streamlit glue: the model shared by all sessions, this session's choice of model, its results.
+
+* One :class:`~app.services.ModelHandle` per model (``st.cache_resource``): the process loads
+  each model once, in the background, and every session uses the same thread-safe analyzer.
+* Per session (``st.session_state``, in memory only): the uploaded artifact's checksum, the
+  analyses of the images on screen (dropped as soon as the images are removed, so memory does
+  not grow with the number of uploads), and the user's per-image magnification and case id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+from streamlit.runtime.uploaded_file_manager import UploadedFile
+
+from app import services
+from app.services import AnalysisSettings, ImageResult, ModelHandle, ModelSource
+
+_CONTEXT = "bcd_model_context"
+_RESULTS = "bcd_results"
+_UPLOAD_DIGEST = "bcd_model_upload_digest"
+MAGNIFICATION_CHOICES = "bcd_magnification_choices"
+CASE_CHOICES = "bcd_case_choices"
+
+
+@dataclass(frozen=True)
+class ModelContext:
+    """The model this session uses: from the server's configuration or its own upload."""
+
+    source: ModelSource | None
+    handle: ModelHandle | None
+    uploaded: bool = False
+
+    @property
+    def has_model(self) -> bool:
+        return self.handle is not None
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _handle_for_source(path: str, origin: str, detail: str, fingerprint: str) -> ModelHandle:
+    # ``fingerprint`` is only part of the cache key: a re-written artifact loads afresh.
+    del fingerprint
+    return services.start_model_handle(ModelSource(Path(path), origin, detail))  # type: ignore[arg-type]
+
+
+@st.cache_resource(show_spinner=False, max_entries=2)
+def _handle_for_upload(digest: str, file_name: str, _upload: UploadedFile) -> ModelHandle:
+    # Keyed by the checksum: sessions uploading the same artifact share one loaded model.
+    del digest
+    return services.start_upload_handle(_upload.getvalue(), file_name)
+
+
+def configured_model() -> tuple[ModelSource | None, ModelHandle | None]:
+    """The server's model (command line, ``BCD_MODEL`` or newest run) and its shared handle."""
+    source = services.resolve_model_source(argv=sys.argv[1:])
+    if source is None:
+        return None, None
+    handle = _handle_for_source(
+        str(source.path), source.origin, source.detail, services.artifact_fingerprint(source.path)
+    )
+    return source, handle
+
+
+def uploaded_model(upload: UploadedFile | None) -> ModelHandle | None:
+    """The handle for an artifact ``.zip`` uploaded in the sidebar (None without one)."""
+    if upload is None:
+        return None
+    cached = st.session_state.get(_UPLOAD_DIGEST)
+    if cached is None or cached[0] != upload.file_id:
+        # Hash once per upload, not on every rerun (an artifact is ~100 MB).
+        cached = (upload.file_id, hashlib.sha256(upload.getbuffer()).hexdigest())
+        st.session_state[_UPLOAD_DIGEST] = cached
+    return _handle_for_upload(cached[1], upload.name, upload)
+
+
+def model_context(
+    upload: UploadedFile | None,
+    configured: tuple[ModelSource | None, ModelHandle | None] | None = None,
+) -> ModelContext:
+    """A sidebar upload takes over for this session; otherwise the configured model."""
+    source, handle = configured_model() if configured is None else configured
+    if (uploaded := uploaded_model(upload)) is not None:
+        return ModelContext(source=source, handle=uploaded, uploaded=True)
+    return ModelContext(source=source, handle=handle)
+
+
+def set_current_context(context: ModelContext) -> None:
+    """Remember this run's model choice for the page script that main.py runs next."""
+    st.session_state[_CONTEXT] = context
+
+
+def current_context() -> ModelContext:
+    """The model choice main.py made in this run (a page run alone finds none)."""
+    context = st.session_state.get(_CONTEXT)
+    return context if isinstance(context, ModelContext) else ModelContext(None, None)
+
+
+def analyses(
+    files: Sequence[UploadedFile], handle: ModelHandle, settings: AnalysisSettings
+) -> list[ImageResult]:
+    """Results for the uploaded files in order, computing only what this session lacks.
+
+    Opacity and colormap are not part of the key: changing them re-blends the stored map
+    without running the network. Results of files no longer uploaded are dropped.
+    """
+    cache: dict[tuple[Any, ...], ImageResult] = st.session_state.get(_RESULTS, {})
+    keys = [(upload.file_id, handle.key, settings) for upload in files]
+    missing = [index for index, key in enumerate(keys) if key not in cache]
+    fresh: dict[tuple[Any, ...], ImageResult] = {}
+    if missing:
+        analyzer = handle.wait()
+        progress = st.progress(0.0, text="Analysing...") if len(missing) > 1 else None
+        for done, index in enumerate(missing, start=1):
+            upload = files[index]
+            fresh[keys[index]] = services.analyze_upload(
+                analyzer, upload.name, upload.getvalue(), settings
+            )
+            if progress is not None:
+                progress.progress(done / len(missing), text=f"Analysed {done}/{len(missing)}")
+        if progress is not None:
+            progress.empty()
+    results = [fresh.get(key) or cache[key] for key in keys]
+    st.session_state[_RESULTS] = dict(zip(keys, results, strict=True))
+    return results
+
+
+def per_image_choices(name: str) -> dict[str, str]:
+    """This session's per-image choices (magnification or case id) by upload id.
+
+    Kept outside widget state because Streamlit forgets the state of widgets that are not
+    drawn, and only one page of image details is drawn at a time.
+    """
+    return st.session_state.setdefault(name, {})
+
+
+def remember_choice(name: str, file_id: str, widget_key: str) -> None:
+    """``on_change`` callback: copy a per-image widget's value into the session's choices."""
+    per_image_choices(name)[file_id] = st.session_state[widget_key]
+
+
+def forget_choices(name: str, keep: set[str]) -> None:
+    """Drop choices for images that were removed from the upload."""
+    choices = per_image_choices(name)
+    for file_id in set(choices) - keep:
+        del choices[file_id]

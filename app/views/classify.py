@@ -1,0 +1,390 @@
+"""Classify page: upload images, see probability, label, Grad-CAM; table, CSV and cases."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+import streamlit as st
+from streamlit.runtime.uploaded_file_manager import UploadedFile
+
+from app import components, services, state
+from app.services import AnalysisSettings, ImageResult, ModelHandle
+from app.state import ModelContext
+from model.overlay import COLORMAPS, DEFAULT_COLORMAP, DEFAULT_OPACITY
+
+IMAGE_TYPES = ("png", "jpg", "jpeg", "tif", "tiff", "bmp")
+IMAGE_UPLOAD_LIMIT_MB = 50  # per file; a BreakHis PNG is ~0.5 MB
+DETAILS_PER_PAGE = 6  # drawing three images and a chart per result is the slow part
+TARGETS = {
+    "predicted": "the predicted class",
+    "malignant": "malignant evidence",
+    "benign": "benign evidence",
+}
+
+
+@dataclass(frozen=True)
+class DisplaySettings:
+    """How maps are drawn (cheap: no network run when these change)."""
+
+    opacity: float = DEFAULT_OPACITY
+    colormap: str = DEFAULT_COLORMAP
+
+
+def render(context: ModelContext) -> None:
+    """The main page."""
+    st.title("Classify images")
+    handle = context.handle
+    if handle is None:  # main.py routes to onboarding; kept for safety
+        st.info("No model is loaded: see *Get a model*.", icon=":material/info:")
+        return
+    if handle.loading:
+        _loading_status(handle)
+
+    files = st.file_uploader(
+        "H&E microscopy images (PNG, JPEG, TIFF, BMP); several at once for a case",
+        type=list(IMAGE_TYPES),
+        accept_multiple_files=True,
+        key="images",
+        max_upload_size=IMAGE_UPLOAD_LIMIT_MB,
+        help="Images stay in this server's memory for your session only: they are never "
+        "written to disk or logged. BreakHis file names (SOB_M_DC-14-2523-40-010.png) "
+        "give the magnification and the patient.",
+    )
+    default_case = st.text_input(
+        "Case id for images without a BreakHis patient id",
+        key="default_case",
+        placeholder="e.g. CASE-017 (optional)",
+        help="Images are grouped into cases by the patient id in BreakHis file names; other "
+        "images join the case typed here (or a case typed for the image itself below).",
+    )
+    if not files and handle.loading:
+        st.caption("Grad-CAM settings appear in the sidebar once the model has loaded.")
+        return
+    try:
+        with st.spinner("Loading the model (TensorFlow and ResNet-50, about 10 s on a CPU)..."):
+            handle.wait()
+    except Exception:
+        st.error(
+            f"**The model could not be loaded**: {handle.error_message}", icon=":material/error:"
+        )
+        return
+    card = handle.card
+    assert card is not None
+    settings, display = _controls()
+    if not files:
+        st.caption(
+            "Upload one image to see its malignancy probability and Grad-CAM heatmap, or "
+            "several to get a results table, a CSV and a per-case summary."
+        )
+        return
+
+    results = state.analyses(files, handle, settings)
+    untrained = not card.is_trained
+    file_ids = [upload.file_id for upload in files]
+    state.forget_choices(state.MAGNIFICATION_CHOICES, set(file_ids))
+    state.forget_choices(state.CASE_CHOICES, set(file_ids))
+    magnifications = state.per_image_choices(state.MAGNIFICATION_CHOICES)
+    cases = state.per_image_choices(state.CASE_CHOICES)
+    table = services.results_table(
+        results,
+        untrained=untrained,
+        magnifications={i: magnifications.get(fid, "") for i, fid in enumerate(file_ids)},
+        cases={i: cases.get(fid, "") for i, fid in enumerate(file_ids)},
+        default_case=default_case,
+    )
+    if not settings.tta:
+        table = table.drop(columns=["tta_mean", "tta_std"])
+
+    _summary(results)
+    if len(results) == 1:  # one image: its result first, the table is secondary
+        _details(files, results, table, settings, display, default_case)
+        _results_table(table)
+        _cases(table, card.threshold)
+    else:  # a batch: the overview first
+        _results_table(table)
+        _cases(table, card.threshold)
+        _details(files, results, table, settings, display, default_case)
+
+
+# --- pieces -------------------------------------------------------------------------------
+@st.fragment(run_every=1.0)
+def _loading_status(handle: ModelHandle) -> None:
+    """Shows loading progress; reruns the page once the model is ready."""
+    if handle.loading:
+        st.info(
+            f"Loading the model ({handle.elapsed:.0f} s): importing TensorFlow, reading the "
+            "weights, preparing Grad-CAM. You can upload images already.",
+            icon=":material/hourglass_top:",
+        )
+    else:
+        st.rerun()
+
+
+def _controls() -> tuple[AnalysisSettings, DisplaySettings]:
+    """Grad-CAM and TTA settings in the sidebar."""
+    # Imported here, not at the top: model.explainer imports TensorFlow, which the loader
+    # thread has imported by now; at module level it would block the first page for ~5 s.
+    from model.config import CAM_LAYERS, CAM_METHODS
+
+    with st.sidebar:
+        st.subheader("Grad-CAM")
+        method = st.selectbox(
+            "Method", list(CAM_METHODS), format_func=CAM_METHODS.__getitem__, key="cam_method"
+        )
+        layer = st.radio(
+            "Layer", list(CAM_LAYERS), format_func=CAM_LAYERS.__getitem__, key="cam_layer"
+        )
+        target = st.selectbox(
+            "Explain", list(TARGETS), format_func=TARGETS.__getitem__, key="cam_target"
+        )
+        opacity = st.slider("Overlay opacity", 0.0, 1.0, DEFAULT_OPACITY, 0.05, key="opacity")
+        colormap = st.selectbox(
+            "Colormap", COLORMAPS, index=COLORMAPS.index(DEFAULT_COLORMAP), key="colormap"
+        )
+        tta = st.toggle(
+            "Test-time augmentation",
+            key="tta",
+            help="Also classify the image flipped left-right, flipped up-down and rotated by "
+            "180°, and report the mean and spread of the four probabilities. (Quarter turns "
+            "are left out: they would change the 144x96 input shape.)",
+        )
+        if method != "gradcam":
+            st.caption(
+                "Grad-CAM++ and LayerCAM take a few seconds the first time (graph tracing), "
+                "then about half a second per image."
+            )
+    return (
+        AnalysisSettings(method=method, layer=layer, target=target, tta=tta),
+        DisplaySettings(opacity=opacity, colormap=colormap),
+    )
+
+
+def _summary(results: Sequence[ImageResult]) -> None:
+    failed = sum(not result.ok for result in results)
+    text = f"**{len(results) - failed} of {len(results)} image(s) classified.**"
+    if failed:
+        text += f" {failed} could not be read: see the *error* column."
+    st.markdown(text)
+
+
+def _results_table(table: pd.DataFrame) -> None:
+    st.subheader("Results")
+    st.dataframe(
+        table,
+        hide_index=True,
+        key="results_table",
+        column_config={
+            "probability": st.column_config.ProgressColumn(
+                "probability", min_value=0.0, max_value=1.0, format="%.3f"
+            ),
+            "tta_mean": st.column_config.NumberColumn("TTA mean", format="%.3f"),
+            "tta_std": st.column_config.NumberColumn("TTA spread (sd)", format="%.3f"),
+            "label_from_name": st.column_config.TextColumn(
+                "class in file name", help="The BreakHis ground truth the file name states"
+            ),
+            "warnings": st.column_config.TextColumn("warnings", width="large"),
+            "error": st.column_config.TextColumn("error", width="medium"),
+        },
+    )
+    st.download_button(
+        "Download results (CSV)",
+        data=services.results_csv(table),
+        file_name="breakhis_results.csv",
+        mime="text/csv",
+        icon=":material/download:",
+        on_click="ignore",
+        key="download_csv",
+    )
+
+
+def _cases(table: pd.DataFrame, threshold: float) -> None:
+    cases = services.aggregate_cases(table, threshold)
+    st.subheader("Cases")
+    if cases.empty:
+        st.caption(
+            "No case to summarise: images are grouped by the patient id in BreakHis file "
+            "names, or by a case id you type above."
+        )
+        return
+    st.dataframe(
+        cases,
+        hide_index=True,
+        key="cases_table",
+        column_config={
+            "mean_probability": st.column_config.ProgressColumn(
+                "mean probability", min_value=0.0, max_value=1.0, format="%.3f"
+            ),
+            "min_probability": st.column_config.NumberColumn("min", format="%.3f"),
+            "max_probability": st.column_config.NumberColumn("max", format="%.3f"),
+            "malignant_images": "images at/above threshold",
+        },
+    )
+    left_out = int(((table["error"] == "") & (table["case"] == "")).sum())
+    note = f"Case label: mean probability at or above the threshold {threshold:.2f}."
+    if left_out:
+        note += (
+            f" {left_out} image(s) without a case id are not included: type a case id above "
+            "or per image."
+        )
+    st.caption(note)
+
+
+def _details(
+    files: Sequence[UploadedFile],
+    results: Sequence[ImageResult],
+    table: pd.DataFrame,
+    settings: AnalysisSettings,
+    display: DisplaySettings,
+    default_case: str,
+) -> None:
+    st.subheader("Images")
+    pages = (len(results) + DETAILS_PER_PAGE - 1) // DETAILS_PER_PAGE
+    first = 0
+    if pages > 1:
+        page = st.selectbox(
+            "Show",
+            range(pages),
+            format_func=lambda p: (
+                f"images {p * DETAILS_PER_PAGE + 1}-"
+                f"{min((p + 1) * DETAILS_PER_PAGE, len(results))} of {len(results)}"
+            ),
+            key="details_page",
+        )
+        first = page * DETAILS_PER_PAGE
+    for position in range(first, min(first + DETAILS_PER_PAGE, len(results))):
+        _image_detail(
+            position,
+            files[position],
+            results[position],
+            table.iloc[position],
+            settings,
+            display,
+            default_case,
+        )
+
+
+def _image_detail(
+    position: int,
+    upload: UploadedFile,
+    result: ImageResult,
+    row: pd.Series,
+    settings: AnalysisSettings,
+    display: DisplaySettings,
+    default_case: str,
+) -> None:
+    """One image: gauge, number, label, magnification, case, warnings; original, heatmap and
+    overlay side by side; PNG download of the overlay."""
+    with st.container(border=True, key=f"result-{position}"):
+        st.markdown(f"**{position + 1}. {_escape_markdown(result.file_name)}**")
+        if result.name_info is not None:
+            st.caption(f"File name says: {result.name_info.describe()}")
+        if not result.ok:
+            st.error(f"Not classified: {result.error}", icon=":material/broken_image:")
+            return
+        analysis = result.with_image(upload.getvalue())
+
+        chart, facts = st.columns([2, 3], gap="medium")
+        with chart:
+            st.plotly_chart(
+                components.probability_gauge(
+                    analysis.probability, analysis.threshold, analysis.label
+                ),
+                key=f"gauge-{upload.file_id}",
+                config={"displayModeBar": False, "staticPlot": True},
+            )
+        with facts:
+            probability_column, label_column = st.columns(2)
+            probability_column.metric(
+                "Malignancy probability", services.format_probability(analysis.probability)
+            )
+            with label_column:
+                st.markdown("**Label**")
+                colour = "red" if analysis.label == "malignant" else "blue"
+                st.badge(analysis.label, color=colour)
+            if analysis.tta is not None:
+                tta = analysis.tta
+                st.markdown(
+                    f"Test-time augmentation ({len(tta.views)} views): mean "
+                    f"**{float(tta.mean[0]):.3f}** ± {float(tta.std[0]):.3f} "
+                    f"(range {float(tta.probabilities.min()):.3f}-"
+                    f"{float(tta.probabilities.max()):.3f})"
+                )
+            _magnification_and_case(upload.file_id, result, row, default_case)
+            for warning in str(row["warnings"]).split("; ") if row["warnings"] else []:
+                if warning == services.UNTRAINED_WARNING:
+                    st.error(f"**{warning.capitalize()}**", icon=":material/warning:")
+                else:
+                    st.warning(warning, icon=":material/warning:")
+            st.caption(
+                f"Map: {_method_name(settings.method)} on {settings.layer}, showing "
+                f"{analysis.target} evidence. Analysed in {result.seconds * 1000:.0f} ms."
+            )
+
+        original, heatmap, overlay = st.columns(3)
+        original.image(analysis.image.pixels, caption="original", output_format="JPEG")
+        heatmap.image(
+            analysis.heatmap_rgb(display.colormap), caption="heatmap", output_format="JPEG"
+        )
+        overlay.image(
+            analysis.overlay(display.opacity, display.colormap),
+            caption=f"overlay (opacity {display.opacity:.2f})",
+            output_format="JPEG",
+        )
+        overlay.download_button(
+            "Download overlay (PNG)",
+            # Deferred: the PNG is only encoded when someone clicks.
+            data=lambda: services.overlay_png(analysis, display.opacity, display.colormap),
+            file_name=services.download_name(result.file_name, "overlay"),
+            mime="image/png",
+            icon=":material/download:",
+            on_click="ignore",
+            key=f"download-{upload.file_id}",
+        )
+
+
+def _magnification_and_case(
+    file_id: str, result: ImageResult, row: pd.Series, default_case: str
+) -> None:
+    magnification_column, case_column = st.columns(2)
+    magnification_key, case_key = f"magnification-{file_id}", f"case-{file_id}"
+    current = str(row["magnification"])
+    magnification_column.selectbox(
+        "Magnification",
+        services.MAGNIFICATION_CHOICES,
+        index=services.MAGNIFICATION_CHOICES.index(current),
+        key=magnification_key,
+        on_change=state.remember_choice,
+        args=(state.MAGNIFICATION_CHOICES, file_id, magnification_key),
+        help="Read from a BreakHis file name when possible; choose it otherwise.",
+    )
+    automatic = services.case_of(result, None, default_case)
+    case_column.text_input(
+        "Case id",
+        value=state.per_image_choices(state.CASE_CHOICES).get(file_id, ""),
+        placeholder=automatic or "none",
+        key=case_key,
+        on_change=state.remember_choice,
+        args=(state.CASE_CHOICES, file_id, case_key),
+        help="Leave empty to use the patient id from the file name or the case id above.",
+    )
+
+
+def _method_name(method: str) -> str:
+    from model.config import CAM_METHODS
+
+    return CAM_METHODS.get(method, method)
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$])")
+
+
+def _escape_markdown(text: str) -> str:
+    """A file name shown literally, not as Markdown."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
+if __name__ == "__main__":  # run as a page by st.navigation in app/main.py
+    render(state.current_context())

@@ -1,0 +1,84 @@
+"""Onboarding: how to get a model, shown first when there is none (or it failed to load)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app import services, state
+from app.state import ModelContext
+
+
+def render(context: ModelContext) -> None:
+    """Explain exactly how to get a model: download BreakHis, train, or upload an artifact."""
+    st.title("Get a model")
+    message = context.handle.error_message if context.handle is not None else None
+    if message is not None:
+        origin = "this upload" if context.uploaded else context.handle.label
+        st.error(
+            f"**The model could not be loaded** ({origin}): {message}", icon=":material/error:"
+        )
+        st.markdown(
+            "Fix or replace the artifact (a folder with `model.keras` and `model_card.json`, "
+            "a run folder holding `model/`, or a `.zip` of the two files), then reload the page."
+        )
+    elif context.has_model:
+        st.success(
+            "**A model is loaded**"
+            + (" (uploaded in this session)." if context.uploaded else ".")
+            + " Classify images with it:",
+            icon=":material/check_circle:",
+        )
+        st.page_link("views/classify.py", label="Classify images", icon=":material/biotech:")
+    else:
+        st.info(
+            "**No model is loaded yet.** The app classifies images with a model you train "
+            "(or receive as an artifact). No numbers are shown until there is one.",
+            icon=":material/info:",
+        )
+    runs_dir = services.runs_directory()
+    st.subheader("1. Download BreakHis")
+    st.markdown(
+        "The dataset (7,909 H&E images of 82 patients, about 4 GB) is public. This fetches "
+        "and extracts it into `data/BreaKHis_v1`:"
+    )
+    st.code("python -m train.download --dest data/", language="bash")
+    st.subheader("2. Train")
+    st.markdown(
+        "**Quick, on a CPU (minutes):** the ImageNet ResNet-50 stays frozen and only the "
+        "head trains. Good enough to try the app, not to judge the method."
+    )
+    st.code("python -m train.run --preset quick --data data/BreaKHis_v1", language="bash")
+    st.markdown(
+        "**The paper's run (GPU):** fine-tunes the whole network with the paper's split by "
+        "image, which puts images of one patient in both training and test (optimistic "
+        "numbers). Add the honest, patient-disjoint evaluation with `--protocol patient`:"
+    )
+    st.code(
+        "python -m train.run --preset paper --protocol paper --data data/BreaKHis_v1\n"
+        "python -m train.run --preset paper --protocol patient --data data/BreaKHis_v1",
+        language="bash",
+    )
+    st.markdown(
+        f"Each run writes `runs/<name>/`, with the model artifact in `runs/<name>/model/`. "
+        f"The app picks the **newest run** in `{runs_dir}` by itself: reload this page when "
+        "training has finished."
+    )
+    st.subheader("3. Or point the app at a model")
+    st.code(
+        "BCD_MODEL=runs/<name> streamlit run app/main.py\n"
+        "streamlit run app/main.py -- --model runs/<name>    # same, as an argument",
+        language="bash",
+    )
+    st.markdown(
+        "Or **upload an artifact `.zip`** in the sidebar (*Use another model*). Make one "
+        "from a run with:"
+    )
+    st.code(
+        'python -c "from model.artifact import export_zip; '
+        "export_zip('runs/<name>/model', 'model.zip')\"",
+        language="bash",
+    )
+
+
+if __name__ == "__main__":  # run as a page by st.navigation in app/main.py
+    render(state.current_context())

@@ -1,0 +1,62 @@
+"""The loaded model's card: what it is, how it was trained, how well it did and how measured."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from app import components, services, state
+from app.state import ModelContext
+
+
+def render(context: ModelContext) -> None:
+    """Architecture, input, training, evaluation (patient-disjoint vs paper), threshold, date."""
+    st.title("Model card")
+    handle = context.handle
+    card = handle.card if handle is not None else None
+    if handle is None or card is None:
+        st.info("No model card to show: no model is loaded.", icon=":material/info:")
+        return
+    if handle.loading:
+        st.caption(":material/hourglass_top: The model is still loading; this is its card.")
+    source_label = "uploaded in this session" if context.uploaded else handle.label
+
+    st.subheader("Summary")
+    _facts_table(components.card_facts(card, source_label))
+
+    st.subheader("Evaluation")
+    components.show_metrics(card)
+
+    st.subheader("Training")
+    if not card.is_trained:
+        st.error(components.UNTRAINED_BANNER, icon=":material/warning:")
+    _facts_table(services.training_description(card))
+
+    st.subheader("Intended use")
+    st.markdown(card.intended_use)
+
+    with st.expander("Software, checksum and the full card (JSON)"):
+        _facts_table(
+            [
+                *[(name, version) for name, version in card.software.items()],
+                ("Weights SHA-256", card.model_sha256 or "not recorded"),
+                ("Card schema", str(card.schema_version)),
+            ]
+        )
+        st.code(json.dumps(card.to_dict(), indent=2), language="json")
+
+
+def _facts_table(rows: list[tuple[str, str]]) -> None:
+    """Label/value rows as a compact two-column table."""
+    st.table(
+        pd.DataFrame(rows, columns=["field", "value"]),
+        hide_index=True,
+        hide_header=True,
+        border="horizontal",
+    )
+
+
+if __name__ == "__main__":  # run as a page by st.navigation in app/main.py
+    render(state.current_context())

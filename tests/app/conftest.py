@@ -1,0 +1,129 @@
+"""Fixtures for the app: real model artifacts (random weights), real or synthetic images.
+
+The artifacts hold the real ResNet-50 network, built once per test session; only its weights
+are random (so probabilities mean nothing, which is all the app tests need).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from model.card import ModelCard, TrainingInfo
+from tests.app.helpers import png_bytes, tissue_like
+from tests.conftest import BREAKHIS_SAMPLE
+
+# Two images of patient 14-2523 and one of patient 14-25197, as in the real sample.
+SAMPLE_NAMES = (
+    "SOB_M_DC-14-2523-40-010.png",
+    "SOB_M_DC-14-2523-40-014.png",
+    "SOB_B_F-14-25197-40-023.png",
+)
+
+
+def trained_card() -> ModelCard:
+    """A card as a finished training run writes it (numbers illustrative, not measured)."""
+    return ModelCard(
+        name="test-fixture-random-weights",
+        threshold=0.5,
+        threshold_source="default 0.5 (not tuned)",
+        training=TrainingInfo(
+            trained=True,
+            initial_weights="imagenet",
+            protocol="patient",
+            dataset="none: test fixture with random weights; its card numbers are illustrative",
+            preset="quick",
+            epochs=3,
+            batch_size=32,
+            optimizer="RMSprop",
+            learning_rate=1e-4,
+            loss="mean_squared_error",
+            freeze="base",
+        ),
+        evaluation={
+            "patient": {
+                "description": "test fixture: random weights, illustrative numbers",
+                "patient_disjoint": True,
+                "metrics": {"accuracy": 0.851, "auc": 0.912, "sensitivity": 0.9},
+            },
+            "paper": {
+                "description": "test fixture: illustrative numbers (paper protocol)",
+                "patient_disjoint": False,
+                "metrics": {"accuracy": 0.982, "auc": 0.995, "sensitivity": 0.99},
+            },
+        },
+    )
+
+
+@pytest.fixture(scope="session")
+def app_network():
+    """The real classifier with random weights (no download)."""
+    from model.network import build_model
+
+    return build_model(weights=None, seed=11)
+
+
+@pytest.fixture(scope="session")
+def trained_artifact(app_network, tmp_path_factory) -> Path:
+    """A run folder as ``python -m train.run`` writes it: ``<run>/model/``."""
+    from model.artifact import save_artifact
+
+    run = tmp_path_factory.mktemp("runs") / "quick-20260101-000000"
+    save_artifact(app_network, trained_card(), run / "model")
+    return run
+
+
+@pytest.fixture(scope="session")
+def untrained_artifact(app_network, tmp_path_factory) -> Path:
+    from model.artifact import save_artifact
+
+    card = ModelCard(name="app-test-untrained", training=TrainingInfo(trained=False))
+    return save_artifact(app_network, card, tmp_path_factory.mktemp("untrained") / "model")
+
+
+@pytest.fixture(scope="session")
+def trained_zip(trained_artifact: Path, tmp_path_factory) -> Path:
+    from model.artifact import export_zip
+
+    return export_zip(trained_artifact / "model", tmp_path_factory.mktemp("zip") / "model.zip")
+
+
+@pytest.fixture(scope="session")
+def damaged_artifact(trained_artifact: Path, tmp_path_factory) -> Path:
+    """A valid card beside a damaged weights file (its checksum no longer matches)."""
+    folder = tmp_path_factory.mktemp("damaged") / "model"
+    folder.mkdir()
+    card = (trained_artifact / "model" / "model_card.json").read_text(encoding="utf-8")
+    (folder / "model_card.json").write_text(card, encoding="utf-8")
+    (folder / "model.keras").write_bytes(b"PK\x03\x04 not really a keras file")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def bad_card_artifact(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("badcard") / "model"
+    folder.mkdir()
+    (folder / "model_card.json").write_text("{not json", encoding="utf-8")
+    (folder / "model.keras").write_bytes(b"")
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def isolated_model_environment(monkeypatch, tmp_path) -> Path:
+    """No model configured and an empty runs folder, unless a test sets one."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    monkeypatch.delenv("BCD_MODEL", raising=False)
+    monkeypatch.setenv("BCD_RUNS_DIR", str(runs))
+    return runs
+
+
+@pytest.fixture(scope="session")
+def sample_images() -> dict[str, bytes]:
+    """Three BreakHis-named PNGs: real images from the shared sample when it is there."""
+    found = {path.name: path for path in BREAKHIS_SAMPLE.glob("BreaKHis_v1/**/*.png")}
+    return {
+        name: found[name].read_bytes() if name in found else png_bytes(tissue_like(seed))
+        for seed, name in enumerate(SAMPLE_NAMES)
+    }

@@ -1,0 +1,965 @@
+"""The run report: figures and ``report.md`` from a finished run folder.
+
+``write_report(run_dir)`` reads only what ``python -m train.run`` wrote (config, audits,
+per-fold history / predictions / metrics, summaries) and writes:
+
+* ``figures/curves-<protocol>.png``: loss and accuracy per epoch, train / validation / test,
+  like the paper's Figs. 8-9; the test curves are labelled "test (monitoring only)" because
+  nothing is chosen on them (all folds faint, the first one bold);
+* ``figures/roc-<protocol>.png``: ROC curves of the test predictions, one per fold;
+* ``figures/calibration-<protocol>.png``: reliability diagram of the pooled test predictions;
+* ``figures/samples.png``: images as the network sees them (resized to the 144x96 input)
+  with class, subtype and magnification;
+* ``report.md``: per protocol the leakage verdict, per-fold and mean +- sd metrics, confusion
+  matrix, both patient-level accuracies, per-magnification figures, patient-clustered bootstrap
+  CIs, calibration, the threshold and how it was chosen, and the comparison with the paper.
+
+It is called by ``train.run`` before the run is marked complete, and can be run again on any
+run folder (e.g. after editing this module):
+
+    python -m train.report runs/quick
+
+Example:
+    >>> report = write_report(Path("runs/quick"))  # doctest: +SKIP
+    >>> sorted(p.name for p in (report.parent / "figures").glob("roc-*"))  # doctest: +SKIP
+    ['roc-paper.png', 'roc-patient.png']
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter, StrMethodFormatter
+
+from model.config import InputSpec, ModelConfig
+from model.errors import ModelCoreError
+from model.preprocessing import load_image_file, resize_to_input
+from train.dataset import CLASS_NAMES, parse_breakhis_filename
+from train.metrics import calibration
+
+logger = logging.getLogger(__name__)
+
+REPORT_MD = "report.md"
+FIGURES_DIR = "figures"
+SAMPLE_COUNT = 12
+FIGURE_DPI = 110
+
+PAPER_ACCURACY = 0.991
+"""Abu Al-Haija & Adebanjo 2020, Table II: ResNet-50 test accuracy under their protocol."""
+PATIENT_DISJOINT_CONTEXT = (0.86, 0.93)
+"""Image-level accuracy range reported for patient-disjoint BreakHis splits (Spanhol et al.
+2016 and later work); context for the reader, not a number of the reproduced paper."""
+BREAKHIS_IMAGES = 7909
+
+# (metric key in the image report, column title), in table order.
+IMAGE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("accuracy", "accuracy"),
+    ("balanced_accuracy", "balanced acc."),
+    ("auc", "AUC"),
+    ("sensitivity", "sensitivity"),
+    ("specificity", "specificity"),
+    ("f1", "F1"),
+)
+PATIENT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("patient_recognition_rate", "patient recognition rate"),
+    ("patient_vote_accuracy", "patient vote accuracy"),
+)
+CI_ROWS: tuple[tuple[str, str], ...] = (
+    ("accuracy", "accuracy"),
+    ("balanced_accuracy", "balanced accuracy"),
+    ("auc", "AUC"),
+    ("sensitivity", "sensitivity"),
+    ("specificity", "specificity"),
+    ("f1", "F1"),
+    ("brier", "Brier score"),
+    ("patient_recognition_rate", "patient recognition rate"),
+    ("patient_vote_accuracy", "patient vote accuracy"),
+)
+PROTOCOL_TITLES = {
+    "paper": "Paper protocol (train 100X/200X/400X, test 40X)",
+    "patient": "Patient-disjoint protocol (Spanhol et al. 2016)",
+    "magnification": "Patient-disjoint protocol per magnification",
+}
+# Colours per curve kind, so train / validation / test read the same in every figure.
+CURVE_STYLE = {
+    "train": {"color": "tab:blue", "linestyle": "-", "label": "train"},
+    "val": {"color": "tab:green", "linestyle": "--", "label": "validation"},
+    "test": {"color": "tab:red", "linestyle": ":", "label": "test (monitoring only)"},
+}
+
+
+# --- reading the run folder ---------------------------------------------------------------
+@dataclass
+class FoldRecord:
+    """One finished split: its ``metrics.json`` document, history and predictions."""
+
+    name: str
+    document: dict[str, Any]
+    history: pd.DataFrame
+    predictions: pd.DataFrame
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.document["metrics"]
+
+    @property
+    def test(self) -> pd.DataFrame:
+        return self.predictions[self.predictions["part"] == "test"]
+
+
+@dataclass
+class ProtocolRecord:
+    """One protocol's summary (as in the run's ``metrics.json``), audits and folds."""
+
+    name: str
+    summary: dict[str, Any]
+    splits: dict[str, Any]  # splits.json
+    folds: list[FoldRecord]
+
+    @property
+    def patient_disjoint(self) -> bool:
+        return bool(self.summary.get("patient_disjoint"))
+
+
+@dataclass
+class RunRecord:
+    """Everything the report needs, read from a run folder."""
+
+    folder: Path
+    config: dict[str, Any]
+    metrics: dict[str, Any]  # the run's metrics.json
+    protocols: list[ProtocolRecord]
+    model_config: ModelConfig
+    data: str
+    n_skipped: int
+
+    def image_paths(self) -> list[str]:
+        """Every image path named by any protocol's splits, in first-seen order."""
+        paths: dict[str, None] = {}
+        for protocol in self.protocols:
+            csv = self.folder / protocol.name / "splits.csv"
+            if csv.is_file():
+                paths.update(dict.fromkeys(pd.read_csv(csv, usecols=["path"])["path"]))
+        return list(paths)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def read_run(run_dir: Path) -> RunRecord:
+    """Read a run folder written by ``train.run`` (complete, or complete but for the report).
+
+    Raises:
+        FileNotFoundError: the folder lacks ``config.json`` or ``metrics.json``.
+
+    Example:
+        >>> record = read_run(Path("runs/quick"))  # doctest: +SKIP
+        >>> [p.name for p in record.protocols], len(record.protocols[1].folds)  # doctest: +SKIP
+        (['paper', 'patient'], 5)
+    """
+    run_dir = Path(run_dir)
+    config = _read_json(run_dir / "config.json")
+    metrics = _read_json(run_dir / "metrics.json")
+    protocols = []
+    for name, summary in metrics["protocols"].items():
+        protocol_dir = run_dir / name
+        splits = _read_json(protocol_dir / "splits.json")
+        folds = []
+        for entry in splits["splits"]:
+            fold_dir = protocol_dir / entry["name"]
+            if not (fold_dir / "metrics.json").is_file():
+                logger.warning("%s has no metrics.json: left out of the report", fold_dir)
+                continue
+            history_file = fold_dir / "history.csv"
+            folds.append(
+                FoldRecord(
+                    entry["name"],
+                    _read_json(fold_dir / "metrics.json"),
+                    pd.read_csv(history_file) if history_file.is_file() else pd.DataFrame(),
+                    pd.read_csv(fold_dir / "predictions.csv", dtype={"patient": str}),
+                )
+            )
+        protocols.append(ProtocolRecord(name, summary, splits, folds))
+    card_file = run_dir / "model" / "model_card.json"
+    model_config = (
+        ModelConfig.from_dict(_read_json(card_file)["config"])
+        if card_file.is_file()
+        else ModelConfig(input=InputSpec())
+    )
+    data_file, skipped_file = run_dir / "data.txt", run_dir / "skipped_files.csv"
+    return RunRecord(
+        folder=run_dir,
+        config=config,
+        metrics=metrics,
+        protocols=protocols,
+        model_config=model_config,
+        data=data_file.read_text().strip() if data_file.is_file() else "unknown",
+        n_skipped=len(pd.read_csv(skipped_file)) if skipped_file.is_file() else 0,
+    )
+
+
+# --- formatting ---------------------------------------------------------------------------
+def fmt(value: float | None, digits: int = 3) -> str:
+    """A metric for a table: fixed digits, or an em dash when undefined.
+
+    Example:
+        >>> fmt(0.98437), fmt(None), fmt(float("nan"))
+        ('0.984', '—', '—')
+    """
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value:.{digits}f}"
+
+
+def fmt_threshold(value: float) -> str:
+    """A threshold with four significant digits (thresholds can be 3e-06 or 0.9999).
+
+    Example:
+        >>> fmt_threshold(0.5), fmt_threshold(3.2e-06), fmt_threshold(0.651670)
+        ('0.5', '3.2e-06', '0.6517')
+    """
+    return f"{value:.4g}"
+
+
+def percent(value: float | None, sd: float | None = None) -> str:
+    """A rate as a percentage with one decimal, optionally ``+- sd`` in points.
+
+    Example:
+        >>> percent(0.984375, 0.0221), percent(0.991), percent(None)
+        ('98.4% ± 2.2', '99.1%', '—')
+    """
+    if value is None:
+        return "—"
+    text = f"{100 * value:.1f}%"
+    return text if sd is None else f"{text} ± {100 * sd:.1f}"
+
+
+def mean_sd(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation of the defined values (sd 0 for one value), as the
+    run's summaries compute them.
+
+    Example:
+        >>> mean_sd([0.9, 1.0, None])
+        (0.95, 0.07071067811865474)
+    """
+    defined = [float(v) for v in values if v is not None]
+    if not defined:
+        return None, None
+    sd = float(np.std(defined, ddof=1)) if len(defined) > 1 else 0.0
+    return float(np.mean(defined)), sd
+
+
+def _mean_sd_text(values: Sequence[float | None]) -> str:
+    """``mean ± sd`` over splits; just the value when only one split defines it."""
+    mean, sd = mean_sd(values)
+    if mean is None:
+        return "—"
+    return fmt(mean) if sum(v is not None for v in values) == 1 else f"{fmt(mean)} ± {fmt(sd)}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+# --- figures ------------------------------------------------------------------------------
+def _save(figure: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=FIGURE_DPI, bbox_inches="tight")
+    return path
+
+
+def plot_curves(protocol: ProtocolRecord, path: Path) -> Path | None:
+    """Loss and accuracy per epoch (train, validation, test), all folds faint, first bold."""
+    folds = [fold for fold in protocol.folds if not fold.history.empty]
+    if not folds:
+        return None
+    figure = Figure(figsize=(11, 4.2))
+    axes = figure.subplots(1, 2)
+    for axis, metric, title in (
+        (axes[0], "loss", "loss (mean squared error)"),
+        (axes[1], "accuracy", "accuracy (threshold 0.5)"),
+    ):
+        # Later folds first and faint, so the first fold's bold lines stay on top.
+        for position, fold in reversed(list(enumerate(folds))):
+            first = position == 0
+            for kind, prefix in (("train", ""), ("val", "val_"), ("test", "test_")):
+                column = f"{prefix}{metric}"
+                if column not in fold.history:
+                    continue
+                style = CURVE_STYLE[kind]
+                axis.plot(
+                    fold.history["epoch"],
+                    fold.history[column],
+                    color=style["color"],
+                    linestyle=style["linestyle"],
+                    linewidth=2.0 if first else 1.0,
+                    alpha=1.0 if first else 0.3,
+                    label=style["label"] if first else None,
+                )
+        axis.set_xlabel("epoch")
+        axis.set_title(title)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    axes[1].set_ylim(-0.02, 1.02)
+    which = (
+        f"{folds[0].name} bold, {len(folds) - 1} other split(s) faint"
+        if len(folds) > 1
+        else f"split {folds[0].name}"
+    )
+    figure.suptitle(f"{protocol.name} protocol: training curves ({which})")
+    return _save(figure, path)
+
+
+def plot_roc(protocol: ProtocolRecord, path: Path) -> Path | None:
+    """ROC curves of the test predictions, one per fold, with their AUC."""
+    curves = [fold for fold in protocol.folds if fold.metrics["roc"]["fpr"]]
+    if not curves:
+        return None
+    figure = Figure(figsize=(5.2, 5))
+    axis = figure.subplots()
+    axis.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="chance")
+    for position, fold in reversed(list(enumerate(curves))):
+        roc = fold.metrics["roc"]
+        axis.plot(
+            roc["fpr"],
+            roc["tpr"],
+            color=f"C{position % 10}",
+            linewidth=2.0 if position == 0 else 1.0,
+            alpha=1.0 if position == 0 else 0.5,
+            label=f"{fold.name} (AUC {fmt(roc['auc'])})",
+        )
+    axis.set_xlabel("1 - specificity (false-positive rate)")
+    axis.set_ylabel("sensitivity (true-positive rate)")
+    axis.set_xlim(-0.01, 1.01)
+    axis.set_ylim(-0.01, 1.01)
+    axis.set_aspect("equal")
+    axis.grid(alpha=0.3)
+    handles, labels = axis.get_legend_handles_labels()
+    # Folds were drawn last-first; list them first-first under "chance".
+    axis.legend(
+        [handles[0], *handles[:0:-1]], [labels[0], *labels[:0:-1]], fontsize=8, loc="lower right"
+    )
+    axis.set_title(f"{protocol.name} protocol: ROC of the test predictions")
+    return _save(figure, path)
+
+
+def plot_calibration(protocol: ProtocolRecord, path: Path) -> tuple[Path, dict] | None:
+    """Reliability diagram of all folds' test predictions pooled, with the histogram of
+    predicted probabilities per class underneath (log scale: overconfident models pile up
+    at 0 and 1)."""
+    test = pd.concat([fold.test for fold in protocol.folds], ignore_index=True)
+    if test.empty:
+        return None
+    result = calibration(test["label"].to_numpy(), test["probability"].to_numpy())
+    pooled = f"{len(protocol.folds)} folds pooled; " if len(protocol.folds) > 1 else ""
+    figure = Figure(figsize=(5.2, 6.2))
+    top, bottom = figure.subplots(2, 1, height_ratios=[3, 1.3], sharex=True)
+    top.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect")
+    filled = [b for b in result["bins"] if b["count"]]
+    top.bar(
+        [(b["lower"] + b["upper"]) / 2 for b in filled],
+        [b["fraction_malignant"] for b in filled],
+        width=1 / result["n_bins"],
+        color="tab:blue",
+        alpha=0.25,
+        edgecolor="tab:blue",
+        label="fraction malignant per bin",
+    )
+    top.plot(
+        [b["mean_predicted"] for b in filled],
+        [b["fraction_malignant"] for b in filled],
+        marker="o",
+        color="tab:blue",
+        label="at the bin's mean probability",
+    )
+    top.set_ylabel("observed fraction malignant")
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1.02)
+    top.grid(alpha=0.3)
+    top.legend(fontsize=8, loc="upper left")
+    top.set_title(
+        f"{protocol.name}: reliability of {len(test)} test predictions\n"
+        f"({pooled}Brier {fmt(result['brier'])}, "
+        f"ECE {fmt(result['ece'])})",
+        fontsize=10,
+    )
+    edges = np.linspace(0, 1, result["n_bins"] + 1)
+    # Side by side, not stacked: stacked bars on a log axis exaggerate the upper class.
+    bottom.hist(
+        [test.loc[test["label"] == label, "probability"] for label in (0, 1)],
+        bins=edges,
+        log=True,
+        color=["tab:green", "tab:red"],
+        label=[CLASS_NAMES[0], CLASS_NAMES[1]],
+    )
+    bottom.set_ylim(bottom=0.7)  # a bin with one image stays visible
+    bottom.yaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
+    bottom.yaxis.set_minor_formatter(NullFormatter())
+    bottom.set_xlabel("predicted probability of malignant")
+    bottom.set_ylabel("images (log scale)")
+    bottom.legend(fontsize=8, loc="upper center")
+    return _save(figure, path), result
+
+
+def choose_samples(table: pd.DataFrame, count: int = SAMPLE_COUNT, seed: int = 0) -> pd.DataFrame:
+    """``count`` images spread over class x magnification, subtypes as varied as possible.
+
+    Cells (class, magnification) are visited in turn, benign and malignant alternating; in
+    each cell an image of a subtype not shown yet is preferred. Deterministic for a seed.
+
+    Example:
+        >>> table = pd.DataFrame({"path": list("abcd"), "label": [0, 0, 1, 1],
+        ...                       "subtype": ["A", "F", "DC", "LC"],
+        ...                       "magnification": [40, 100, 40, 100]})
+        >>> choose_samples(table, 3)["path"].tolist()
+        ['a', 'c', 'b']
+    """
+    rng = np.random.default_rng(seed)
+    shuffled = table.iloc[rng.permutation(len(table))]
+    magnifications = sorted(table["magnification"].dropna().unique()) or [None]
+    cells = [(label, magnification) for magnification in magnifications for label in (0, 1)]
+    chosen: list[int] = []
+    shown_subtypes: set[str] = set()
+    while len(chosen) < min(count, len(table)):
+        added = False
+        for label, magnification in cells:
+            if len(chosen) >= count:
+                break
+            candidates = shuffled[
+                (shuffled["label"] == label)
+                & (
+                    shuffled["magnification"].isna()
+                    if magnification is None
+                    else shuffled["magnification"] == magnification
+                )
+                & ~shuffled.index.isin(chosen)
+            ]
+            if candidates.empty:
+                continue
+            new_subtype = candidates[~candidates["subtype"].isin(shown_subtypes)]
+            row = (new_subtype if len(new_subtype) else candidates).iloc[0]
+            chosen.append(row.name)
+            shown_subtypes.add(row["subtype"])
+            added = True
+        if not added:
+            break
+    return table.loc[chosen]
+
+
+def _sample_table(record: RunRecord) -> pd.DataFrame:
+    """Path, label, subtype, magnification of the run's images (from the file names, or from
+    the predictions for names that do not follow the BreakHis convention)."""
+    known = (
+        pd.concat(
+            [fold.predictions for protocol in record.protocols for fold in protocol.folds],
+            ignore_index=True,
+        )
+        .drop_duplicates("path")
+        .set_index("path")
+    )
+    rows = []
+    for path in record.image_paths():
+        try:
+            name = parse_breakhis_filename(path)
+            rows.append((path, name.label, name.subtype, name.magnification))
+        except ValueError:
+            if path in known.index:
+                row = known.loc[path]
+                magnification = row["magnification"]
+                rows.append(
+                    (path, int(row["label"]), "", None if pd.isna(magnification) else magnification)
+                )
+    return pd.DataFrame(rows, columns=["path", "label", "subtype", "magnification"])
+
+
+def plot_samples(record: RunRecord, path: Path) -> tuple[Path, int] | None:
+    """A grid of images as the network sees them (decoded and resized to its input size)."""
+    table = _sample_table(record)
+    if table.empty:
+        return None
+    spec = record.model_config.input
+    samples = choose_samples(table, SAMPLE_COUNT, int(record.config.get("seed", 0)))
+    images = []
+    for row in samples.itertuples():
+        try:
+            images.append((row, resize_to_input(load_image_file(row.path), spec)))
+        except (OSError, ModelCoreError) as error:  # the dataset moved since the run
+            logger.warning("sample %s not shown: %s", row.path, error)
+    if not images:
+        return None
+    columns = 4
+    rows = math.ceil(len(images) / columns)
+    figure = Figure(figsize=(columns * 2.6, rows * 2.15))
+    axes = np.atleast_1d(figure.subplots(rows, columns)).ravel()
+    for axis in axes:
+        axis.axis("off")
+    for axis, (row, pixels) in zip(axes, images, strict=False):
+        axis.imshow(pixels, interpolation="nearest")
+        magnification = "" if pd.isna(row.magnification) else f" · {int(row.magnification)}X"
+        subtype = f" · {row.subtype}" if row.subtype else ""
+        axis.set_title(
+            f"{CLASS_NAMES[int(row.label)]}{subtype}{magnification}",
+            fontsize=9,
+            color="tab:red" if row.label == 1 else "tab:green",
+        )
+    figure.suptitle(
+        f"Network input: images resized to {spec.width}x{spec.height} "
+        f"({spec.interpolation}), before normalisation"
+    )
+    return _save(figure, path), len(images)
+
+
+# --- the markdown -------------------------------------------------------------------------
+def _preset_note(record: RunRecord) -> str:
+    config = record.config
+    n_images = len(record.image_paths())
+    notes = {
+        "smoke": "**Smoke preset**: random initial weights and a few epochs of the head only, "
+        "made for tests (on synthetic data there): these numbers mean nothing clinically.",
+        "quick": "**Quick preset**: ResNet-50 frozen, only the head trained on cached "
+        "features. Not the paper's recipe (full fine-tuning for 200 epochs), so lower numbers "
+        "than the paper's are expected from the recipe alone.",
+        "paper": "**Paper preset**: the paper's recipe (full fine-tuning, RMSprop + MSE, "
+        "batch 32, 200 epochs x 200 steps, augmentation).",
+    }
+    lines = [notes.get(config.get("preset", ""), f"Preset **{config.get('preset')}**.")]
+    if config.get("weights") == "none":
+        lines.append(
+            "Initial weights: **random** (`--weights none`), not ImageNet: features of an "
+            "untrained ResNet-50."
+        )
+    if n_images != BREAKHIS_IMAGES:
+        lines.append(
+            f"The dataset has {n_images:,} images, not BreakHis's {BREAKHIS_IMAGES:,}: a "
+            "subset, a sample or synthetic data, so the numbers are not comparable to the "
+            "literature."
+        )
+    return " ".join(lines)
+
+
+def _leakage_lines(protocol: ProtocolRecord) -> list[str]:
+    audits = [entry["audit"] for entry in protocol.splits["splits"]]
+    if protocol.patient_disjoint:
+        counts = ", ".join(
+            f"{a['split_name']}: {a['patients']['train']} train / {a['patients']['val']} "
+            f"validation / {a['patients']['test']} test patients"
+            for a in audits
+        )
+        return [
+            "**Patient-disjoint: yes.** No patient has images in two parts of any split "
+            f"(leakage audit in `{protocol.name}/splits.json`; {counts}).",
+            "",
+        ]
+    lines = []
+    for audit in audits:
+        shared, tested = audit["test_patients_in_train"], audit["patients"]["test"]
+        if protocol.name == "paper" and tested and shared == tested:
+            verdict = (
+                f"**Patient-disjoint: no.** Every one of the {tested} patients of the 40X test "
+                f"set also appears in training (at 100X/200X/400X): the audit counts "
+                f"{shared} of {tested} test patients with training images "
+                f"({audit['images']['train']} training and {audit['images']['test']} test "
+                "images). Test accuracy therefore measures recognising already-seen patients "
+                "at a new magnification, not diagnosing new patients; it is optimistic."
+            )
+        else:
+            verdict = (
+                f"**Patient-disjoint: no** ({audit['split_name']}): {shared} of {tested} test "
+                "patients also have training images; the test numbers are optimistic."
+            )
+        lines += [verdict, ""]
+    return lines
+
+
+def _fold_table(protocol: ProtocolRecord) -> list[str]:
+    header = [
+        "split",
+        "test images (patients)",
+        *(title for _, title in IMAGE_COLUMNS),
+        *(title for _, title in PATIENT_COLUMNS),
+        "Brier",
+        "ECE",
+        "threshold",
+    ]
+    rows = []
+    for fold in protocol.folds:
+        metrics = fold.metrics
+        image, patient = metrics["image"], metrics.get("patient", {})
+        rows.append(
+            [
+                fold.name,
+                f"{image['n_images']} ({patient.get('n_patients', '—')})",
+                *(fmt(image.get(key)) for key, _ in IMAGE_COLUMNS),
+                *(fmt(patient.get(key)) for key, _ in PATIENT_COLUMNS),
+                fmt(metrics["calibration"].get("brier")),
+                fmt(metrics["calibration"].get("ece")),
+                fmt_threshold(fold.document["threshold"]["threshold"]),
+            ]
+        )
+    summary = protocol.summary
+    if len(protocol.folds) < 2:  # a mean ± 0 of one split would suggest a spread of zero
+        return _table(header, rows)
+    rows.append(
+        [
+            f"**mean ± sd ({summary.get('folds', len(protocol.folds))})**",
+            "",
+            *(
+                f"{fmt(summary.get(key))} ± {fmt(summary.get(f'{key}_sd'))}"
+                for key, _ in (*IMAGE_COLUMNS, *PATIENT_COLUMNS)
+            ),
+            _mean_sd_text([f.metrics["calibration"].get("brier") for f in protocol.folds]),
+            _mean_sd_text([f.metrics["calibration"].get("ece") for f in protocol.folds]),
+            "",
+        ]
+    )
+    return _table(header, rows)
+
+
+def _confusion_lines(protocol: ProtocolRecord) -> list[str]:
+    matrix = np.sum(
+        [f.metrics["image"]["confusion_matrix"]["matrix"] for f in protocol.folds], axis=0
+    ).astype(int)
+    scope = "summed over the folds' test sets" if len(protocol.folds) > 1 else "test set"
+    return [
+        f"Confusion matrix ({scope}; rows true class, columns predicted):",
+        "",
+        *_table(
+            ["", "predicted benign", "predicted malignant"],
+            [
+                ["**true benign**", str(matrix[0, 0]), str(matrix[0, 1])],
+                ["**true malignant**", str(matrix[1, 0]), str(matrix[1, 1])],
+            ],
+        ),
+    ]
+
+
+def _magnification_lines(protocol: ProtocolRecord) -> list[str]:
+    per_fold = [f.metrics.get("per_magnification", {}) for f in protocol.folds]
+    magnifications = sorted({key for entry in per_fold for key in entry}, key=lambda k: int(k[:-1]))
+    if not magnifications:
+        return []
+    columns = (
+        ("accuracy", "accuracy"),
+        ("balanced_accuracy", "balanced acc."),
+        ("auc", "AUC"),
+        ("sensitivity", "sensitivity"),
+        ("specificity", "specificity"),
+    )
+    rows = []
+    for magnification in magnifications:
+        entries = [entry[magnification] for entry in per_fold if magnification in entry]
+        rows.append(
+            [
+                magnification,
+                str(sum(e["n_images"] for e in entries)),
+                *(_mean_sd_text([e.get(key) for e in entries]) for key, _ in columns),
+                _mean_sd_text(
+                    [e.get("patient", {}).get("patient_recognition_rate") for e in entries]
+                ),
+                _mean_sd_text([e.get("patient", {}).get("patient_vote_accuracy") for e in entries]),
+            ]
+        )
+    over = "mean ± sd over folds; " if len(protocol.folds) > 1 else ""
+    return [
+        f"Per magnification ({over}images summed over the test sets):",
+        "",
+        *_table(
+            [
+                "magnification",
+                "test images",
+                *(title for _, title in columns),
+                "patient recognition rate",
+                "patient vote accuracy",
+            ],
+            rows,
+        ),
+    ]
+
+
+def _bootstrap_lines(protocol: ProtocolRecord) -> list[str]:
+    folds = [f for f in protocol.folds if "bootstrap" in f.metrics]
+    if not folds:
+        return ["No bootstrap confidence intervals (`--bootstrap 0` or no patient ids).", ""]
+    first = folds[0].metrics["bootstrap"]
+    rows = []
+    for key, title in CI_ROWS:
+        cells = []
+        for fold in folds:
+            interval = fold.metrics["bootstrap"]["intervals"].get(key, {})
+            cells.append(
+                f"{fmt(interval.get('estimate'))} [{fmt(interval.get('low'))}, "
+                f"{fmt(interval.get('high'))}]"
+            )
+        rows.append([title, *cells])
+    return [
+        f"{round(100 * first['confidence'])}% confidence intervals: "
+        f"{first['method']}, {first['n_resamples']} resamples of the test patients per split "
+        "(images of one patient are not independent, so patients, not images, are resampled):",
+        "",
+        *_table(["metric", *(f.name for f in folds)], rows),
+    ]
+
+
+def _threshold_lines(protocol: ProtocolRecord) -> list[str]:
+    lines = ["Decision threshold (an image is called malignant when p >= threshold):", ""]
+    for fold in protocol.folds:
+        choice = fold.document["threshold"]
+        detail = ""
+        if choice.get("sensitivity") is not None:
+            detail = (
+                f" On validation: sensitivity {fmt(choice['sensitivity'])}, specificity "
+                f"{fmt(choice['specificity'])}, Youden's J {fmt(choice['youden_j'])}."
+            )
+        lines.append(
+            f"- {fold.name}: **{fmt_threshold(choice['threshold'])}** ({choice['method']}): "
+            f"{choice['reason']}.{detail}"
+        )
+    return [*lines, ""]
+
+
+def _comparison_lines(record: RunRecord) -> list[str]:
+    preset = record.config.get("preset", "?")
+    rows = [
+        [
+            "Abu Al-Haija & Adebanjo 2020, Table II (ResNet-50)",
+            "paper: train 100X/200X/400X, test 40X",
+            "no",
+            percent(PAPER_ACCURACY),
+            "—",
+            "—",
+            "—",
+            "as reported",
+        ]
+    ]
+    for protocol in record.protocols:
+        summary = protocol.summary
+        folds = summary.get("folds", len(protocol.folds))
+        rows.append(
+            [
+                f"this run ({preset} preset), {protocol.name} protocol",
+                PROTOCOL_TITLES.get(protocol.name, protocol.name),
+                "yes" if protocol.patient_disjoint else "no",
+                percent(summary.get("accuracy"), summary.get("accuracy_sd") if folds > 1 else None),
+                fmt(summary.get("auc")),
+                percent(
+                    summary.get("patient_recognition_rate"),
+                    summary.get("patient_recognition_rate_sd") if folds > 1 else None,
+                ),
+                percent(
+                    summary.get("patient_vote_accuracy"),
+                    summary.get("patient_vote_accuracy_sd") if folds > 1 else None,
+                ),
+                f"mean ± sd over {folds} splits" if folds > 1 else "one split",
+            ]
+        )
+    low, high = PATIENT_DISJOINT_CONTEXT
+    rows.append(
+        [
+            "context: Spanhol et al. 2016 and later work",
+            "patient-disjoint splits",
+            "yes",
+            f"~{100 * low:.0f}–{100 * high:.0f}%",
+            "—",
+            "—",
+            "—",
+            "range of the field, for context; not from the reproduced paper",
+        ]
+    )
+    return [
+        "## Comparison with the paper (Table II)",
+        "",
+        "The paper reports 99.1% test accuracy for ResNet-50 under its own protocol; that is "
+        "the only number of the paper compared here. Our rows use the same protocol and the "
+        "patient-disjoint one side by side: the gap between them is what patient leakage is "
+        "worth. The last row is the range the field reports on patient-disjoint splits, given "
+        "as context only.",
+        "",
+        *_table(
+            [
+                "source",
+                "protocol",
+                "patient-disjoint",
+                "test accuracy (image)",
+                "AUC",
+                "patient recognition rate",
+                "patient vote accuracy",
+                "note",
+            ],
+            rows,
+        ),
+    ]
+
+
+PATIENT_LEVEL_TEXT = (
+    "Patient-level accuracy comes in two definitions, both reported: the **patient recognition "
+    "rate** (Spanhol et al. 2016) is, per patient, the fraction of its images classified "
+    "correctly, averaged over patients; the **patient vote accuracy** thresholds each "
+    "patient's mean malignancy probability and counts the patients so classified correctly."
+)
+
+
+def render_markdown(record: RunRecord, figures: dict[str, Path]) -> str:
+    """The text of ``report.md``; ``figures`` maps figure keys to written files."""
+
+    def image(key: str, caption: str) -> list[str]:
+        if key not in figures:
+            return []
+        return [f"![{caption}]({figures[key].relative_to(record.folder).as_posix()})", ""]
+
+    served = record.metrics.get("served_model", {})
+    lines = [
+        f"# Run report: {record.folder.name}",
+        "",
+        _preset_note(record),
+        "",
+        f"- data: `{record.data}` ({len(record.image_paths()):,} images used"
+        + (f", {record.n_skipped} unreadable files skipped" if record.n_skipped else "")
+        + ")",
+        f"- protocols: {', '.join(p.name for p in record.protocols)}",
+        f"- served model (`model/`): {served.get('protocol', '?')} protocol, "
+        f"{served.get('fold', '?')}",
+        "",
+        *_comparison_lines(record),
+        PATIENT_LEVEL_TEXT,
+        "",
+        *image("samples", "Sample network inputs"),
+    ]
+    for protocol in record.protocols:
+        lines += [
+            f"## {PROTOCOL_TITLES.get(protocol.name, protocol.name)}",
+            "",
+            _protocol_description(protocol, record.config.get("validation_fraction", 0.2)),
+            "",
+            *_leakage_lines(protocol),
+            "### Test metrics per split",
+            "",
+            "Image-level metrics at the split's threshold; patient-level in both definitions; "
+            "Brier score and expected calibration error (ECE, 10 equal-width bins).",
+            "",
+            *_fold_table(protocol),
+            *_confusion_lines(protocol),
+            *_magnification_lines(protocol),
+            "### Confidence intervals",
+            "",
+            *_bootstrap_lines(protocol),
+            "### Threshold",
+            "",
+            *_threshold_lines(protocol),
+            "### Figures",
+            "",
+            *image(f"curves-{protocol.name}", f"{protocol.name}: loss and accuracy per epoch"),
+            "The test curves are the paper's per-epoch test evaluation (its Figs. 8-9); they "
+            "are monitoring only: no epoch, model or threshold is chosen on them."
+            if f"curves-{protocol.name}" in figures
+            else "",
+            "",
+            *image(f"roc-{protocol.name}", f"{protocol.name}: ROC"),
+            *image(f"calibration-{protocol.name}", f"{protocol.name}: reliability diagram"),
+        ]
+    lines += [
+        "## Configuration",
+        "",
+        "```json",
+        json.dumps(record.config, indent=2),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _protocol_description(protocol: ProtocolRecord, validation_fraction: float) -> str:
+    folds = len(protocol.folds)
+    has_validation = any(e["audit"]["images"]["val"] for e in protocol.splits["splits"])
+    if protocol.name == "paper":
+        selection = (
+            "An image-level validation part (same patients) picks the epoch and threshold."
+            if has_validation
+            else "There is no validation part, so the last epoch's model is used and the "
+            "threshold is the default 0.5."
+        )
+        return (
+            "As in the paper: every 100X, 200X and 400X image trains the model, every 40X image "
+            f"tests it. {selection}"
+        )
+    selection = (
+        f"{100 * validation_fraction:.0f}% of the training patients form a validation part "
+        "used to pick the epoch (lowest validation loss) and the threshold"
+    )
+    if protocol.name == "patient":
+        return (
+            f"Spanhol et al. 2016: {folds} random 70/30 splits of the *patients* (stratified "
+            f"by class); {selection}. Test patients are never seen in training."
+        )
+    return (
+        f"The patient-disjoint protocol on each magnification separately ({folds} split(s)); "
+        f"{selection}. A magnification with too few patients to split is skipped."
+    )
+
+
+# --- entry points -------------------------------------------------------------------------
+def write_figures(record: RunRecord) -> dict[str, Path]:
+    """Write every figure into ``<run>/figures/``; returns ``{key: path}`` of those written."""
+    folder = record.folder / FIGURES_DIR
+    figures: dict[str, Path] = {}
+    samples = plot_samples(record, folder / "samples.png")
+    if samples is not None:
+        figures["samples"] = samples[0]
+    for protocol in record.protocols:
+        curves = plot_curves(protocol, folder / f"curves-{protocol.name}.png")
+        if curves is not None:
+            figures[f"curves-{protocol.name}"] = curves
+        roc = plot_roc(protocol, folder / f"roc-{protocol.name}.png")
+        if roc is not None:
+            figures[f"roc-{protocol.name}"] = roc
+        reliability = plot_calibration(protocol, folder / f"calibration-{protocol.name}.png")
+        if reliability is not None:
+            figures[f"calibration-{protocol.name}"] = reliability[0]
+    return figures
+
+
+def write_report(run_dir: Path) -> Path:
+    """Write ``figures/`` and ``report.md`` into a run folder; returns the report's path.
+
+    Example:
+        >>> write_report(Path("runs/smoke"))  # doctest: +SKIP
+        PosixPath('runs/smoke/report.md')
+    """
+    record = read_run(Path(run_dir))
+    figures = write_figures(record)
+    path = record.folder / REPORT_MD
+    path.write_text(render_markdown(record, figures))
+    logger.info("report written to %s", path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m train.report RUN_DIR``: (re)write the report of a run folder."""
+    parser = argparse.ArgumentParser(
+        prog="python -m train.report", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("run_dir", type=Path)
+    args = parser.parse_args(argv)
+    try:
+        print(write_report(args.run_dir))
+    except FileNotFoundError as error:
+        print(f"error: not a run folder ({error})", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
