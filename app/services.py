@@ -649,9 +649,9 @@ METRIC_NAMES: dict[str, str] = {
     "patient_recognition_rate": "Patient recognition rate",
 }
 LEAK_NOTE = (
-    "Paper-protocol numbers come from a split by image: images of the same patient are in "
-    "both training and test, so they overstate how the model does on new patients. The "
-    "patient-disjoint numbers are the honest estimate."
+    "Paper-protocol numbers come from the paper's split (train on 100X/200X/400X, test on "
+    "40X): every test patient's tissue is also in training, so they overstate how the model "
+    "does on new patients. The patient-disjoint numbers are the honest estimate."
 )
 
 
@@ -663,10 +663,10 @@ def ordered_protocols(card: ModelCard) -> list[tuple[str, dict[str, Any]]]:
 
 
 def protocol_heading(name: str, evaluation: Mapping[str, Any]) -> str:
-    """``"patient: patient-disjoint"`` / ``"paper: split by image (patients leak)"``."""
+    """``"patient: patient-disjoint"`` / ``"paper: test patients also in training"``."""
     if evaluation.get("patient_disjoint"):
         return f"{name}: patient-disjoint"
-    return f"{name}: split by image (patients leak)"
+    return f"{name}: test patients also in training"
 
 
 def format_metric(name: str, value: Any) -> str:
@@ -719,9 +719,7 @@ def evaluation_summary(card: ModelCard) -> str:
     numbers = ", ".join(shown) if shown else "no metrics recorded"
     if evaluation.get("patient_disjoint"):
         return f"patient-disjoint test ({name}): {numbers}"
-    return (
-        f"{name} protocol only, split by image so patients leak between train and test: {numbers}"
-    )
+    return f"{name} protocol only, whose test patients also appear in training: {numbers}"
 
 
 def _short_metric_name(metric: str) -> str:

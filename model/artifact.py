@@ -46,6 +46,8 @@ if TYPE_CHECKING:  # Keras is imported where a network is read or written, so th
 
 MODEL_FILE = "model.keras"
 CARD_FILE = "model_card.json"
+MAX_MODEL_BYTES = 2 * 1024**3  # a ResNet-50 artifact is ~100 MB (~220 MB with flatten pooling)
+MAX_CARD_BYTES = 10 * 1024**2
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,8 @@ def load_artifact_bytes(data: bytes, source: str = "uploaded file") -> LoadedArt
                 model_path = Path(scratch) / MODEL_FILE
                 model_path.write_bytes(archive.read(members[MODEL_FILE]))
                 return _load(card_bytes, model_path, source=source)
-    except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+    except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError) as error:
+        # RuntimeError: encrypted member; NotImplementedError: unsupported compression.
         raise ArtifactCorruptError(f"{source} is not a readable .zip archive ({error})") from error
 
 
@@ -159,7 +162,8 @@ def read_card_from_zip(archive_file: bytes | IO[bytes], source: str = "uploaded 
         with zipfile.ZipFile(archive_file) as archive:
             members = _zip_members(archive, source)
             return _parse_card(archive.read(members[CARD_FILE]), source)
-    except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+    except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError) as error:
+        # RuntimeError: encrypted member; NotImplementedError: unsupported compression.
         raise ArtifactCorruptError(f"{source} is not a readable .zip archive ({error})") from error
 
 
@@ -187,6 +191,14 @@ def _zip_members(archive: zipfile.ZipFile, source: str, *needed: str) -> dict[st
             f"{source} is not a model artifact: it lacks {', '.join(missing)} "
             f"(expected a .zip with {MODEL_FILE} and {CARD_FILE})"
         )
+    # Sizes as declared in the archive, checked before anything is decompressed (zip bombs).
+    for name, limit in ((CARD_FILE, MAX_CARD_BYTES), (MODEL_FILE, MAX_MODEL_BYTES)):
+        if name in members and archive.getinfo(members[name]).file_size > limit:
+            raise ArtifactCorruptError(
+                f"{source}: {name} would unpack to "
+                f"{archive.getinfo(members[name]).file_size / 2**20:,.0f} MiB "
+                f"(limit {limit / 2**20:,.0f} MiB); this is not a model artifact"
+            )
     return members
 
 

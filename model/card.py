@@ -111,6 +111,24 @@ class ModelCard:
         unknown = set(data) - known
         if unknown:
             raise TypeError(f"unknown model card fields: {sorted(unknown)}")
+        for name, kind in (
+            ("labels", dict),
+            ("training", dict),
+            ("evaluation", dict),
+            ("config", dict),
+            ("software", dict),
+        ):
+            if name in data and not isinstance(data[name], kind):
+                raise TypeError(f"{name} must be a JSON object, not {type(data[name]).__name__}")
+        threshold = data.get("threshold", 0.5)
+        if (
+            isinstance(threshold, bool)
+            or not isinstance(threshold, int | float)
+            or not (0.0 < threshold < 1.0)
+        ):
+            raise ValueError(f"threshold must be a number strictly between 0 and 1: {threshold!r}")
+        if not all(isinstance(v, dict) for v in data.get("evaluation", {}).values()):
+            raise TypeError("each evaluation entry must be a JSON object")
         data["config"] = ModelConfig.from_dict(data.get("config", {}))
         data["labels"] = {int(k): str(v) for k, v in data.get("labels", LABELS).items()}
         data["training"] = TrainingInfo(**data.get("training", {}))

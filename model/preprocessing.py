@@ -15,8 +15,6 @@ sees differently prepared images in production than in training. The steps:
 
 Example:
     >>> import io
-import re
-import struct
     >>> from PIL import Image
     >>> buffer = io.BytesIO()
     >>> Image.new("RGB", (700, 460), (200, 120, 180)).save(buffer, format="PNG")

@@ -60,7 +60,7 @@ def load_images(
     paths = [str(path) for path in paths]
     cache_file = None
     if cache_dir is not None:
-        cache_file = Path(cache_dir) / f"images-{_fingerprint(paths, spec)}.npy"
+        cache_file = Path(cache_dir) / f"images-{images_fingerprint(paths, spec)}.npy"
         if cache_file.is_file():
             images = np.load(cache_file, mmap_mode=None)
             if images.shape == (len(paths), *spec.shape):
@@ -71,7 +71,7 @@ def load_images(
         resized = list(pool.map(lambda p: resize_to_input(load_image_file(p), spec), paths))
     images = np.stack(resized) if resized else np.zeros((0, *spec.shape), np.uint8)
     if cache_file is not None:
-        _save_atomically(cache_file, images)
+        save_array_atomically(cache_file, images)
     return images
 
 
@@ -79,8 +79,9 @@ def hed_jitter(images: tf.Tensor, sigma: float = 0.05, seed: int | None = None) 
     """Stain augmentation (Tellez et al. 2018): per image, scale and shift the haematoxylin,
     eosin and DAB concentrations by ``1 +- sigma`` and ``+- sigma``. Pixels in [0, 255]."""
     batch = tf.shape(images)[0]
-    alpha = tf.random.uniform((batch, 1, 1, 3), 1.0 - sigma, 1.0 + sigma, seed=seed)
-    beta = tf.random.uniform((batch, 1, 1, 3), -sigma, sigma, seed=seed)
+    # Distinct op seeds: with one seed both draws would be the same stream (beta = alpha - 1).
+    alpha = tf.random.uniform((batch, 1, 1, 3), 1.0 - sigma, 1.0 + sigma, seed=_offset(seed, 0))
+    beta = tf.random.uniform((batch, 1, 1, 3), -sigma, sigma, seed=_offset(seed, 1))
     optical_density = -tf.math.log(tf.maximum(images, 1.0) / 255.0)
     concentrations = tf.einsum("bhwc,cd->bhwd", optical_density, HED_FROM_RGB)
     jittered = concentrations * alpha + beta
@@ -92,10 +93,11 @@ def make_augmenter(seed: int | None = None) -> keras.Sequential:
     """Keras preprocessing layers for pixel batches in [0, 255] (applied in tf.data)."""
     return keras.Sequential(
         [
-            keras.layers.RandomFlip("horizontal_and_vertical", seed=seed),
-            keras.layers.RandomZoom((-0.1, 0.1), fill_mode="reflect", seed=seed),
-            keras.layers.RandomBrightness(0.08, value_range=(0, 255), seed=seed),
-            keras.layers.RandomContrast(0.1, value_range=(0, 255), seed=seed),
+            # One seed each, so the transformations are drawn independently.
+            keras.layers.RandomFlip("horizontal_and_vertical", seed=_offset(seed, 10)),
+            keras.layers.RandomZoom((-0.1, 0.1), fill_mode="reflect", seed=_offset(seed, 11)),
+            keras.layers.RandomBrightness(0.08, value_range=(0, 255), seed=_offset(seed, 12)),
+            keras.layers.RandomContrast(0.1, value_range=(0, 255), seed=_offset(seed, 13)),
         ],
         name="augmentation",
     )
@@ -132,7 +134,12 @@ def make_dataset(
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def _fingerprint(paths: list[str], spec: InputSpec) -> str:
+def _offset(seed: int | None, offset: int) -> int | None:
+    return None if seed is None else seed + offset
+
+
+def images_fingerprint(paths: Sequence[str], spec: InputSpec) -> str:
+    """Identifies a decoded-image array: the files (paths and sizes) and the input spec."""
     digest = hashlib.sha256(repr(spec).encode())
     for path in paths:
         digest.update(path.encode())
@@ -140,7 +147,8 @@ def _fingerprint(paths: list[str], spec: InputSpec) -> str:
     return digest.hexdigest()[:16]
 
 
-def _save_atomically(target: Path, array: np.ndarray) -> None:
+def save_array_atomically(target: Path, array: np.ndarray) -> None:
+    """``np.save`` into a temporary file, then rename: a killed process leaves no half file."""
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=target.parent, suffix=".npy.tmp")
     try:

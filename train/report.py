@@ -57,9 +57,10 @@ FIGURE_DPI = 110
 
 PAPER_ACCURACY = 0.991
 """Abu Al-Haija & Adebanjo 2020, Table II: ResNet-50 test accuracy under their protocol."""
-PATIENT_DISJOINT_CONTEXT = (0.86, 0.93)
-"""Image-level accuracy range reported for patient-disjoint BreakHis splits (Spanhol et al.
-2016 and later work); context for the reader, not a number of the reproduced paper."""
+PATIENT_DISJOINT_CONTEXT = (0.80, 0.93)
+"""Rough image-level accuracy range of published patient-disjoint BreakHis results (Spanhol
+et al. 2016 report about 0.80-0.90 depending on magnification and method; later CNN work up to
+about 0.93); context for the reader, not a number of the reproduced paper."""
 BREAKHIS_IMAGES = 7909
 
 # (metric key in the image report, column title), in table order.

@@ -19,6 +19,7 @@ figures and ``report.md``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import shutil
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from train.config import PRESETS, TrainConfig, resolve_config
+from train.io import write_text_atomically
 
 logger = logging.getLogger("train")
 
@@ -139,6 +141,14 @@ def prepare_run_folder(run_dir: Path, config: TrainConfig, data: str) -> None:
                 f"{run_dir} holds a run with other settings ({listed}). Run the same command "
                 "to resume it, or choose another --name for a new run."
             )
+        recorded = (
+            (run_dir / "data.txt").read_text().strip() if (run_dir / "data.txt").exists() else ""
+        )
+        if recorded and recorded != str(Path(data).resolve()):
+            raise RunError(
+                f"{run_dir} was started on the dataset {recorded}, not {Path(data).resolve()}. "
+                "Resume it with that --data, or choose another --name for a new run."
+            )
         if (run_dir / COMPLETE_MARKER).exists():
             raise RunError(
                 f"{run_dir} is already complete; choose another --name for a new "
@@ -148,8 +158,8 @@ def prepare_run_folder(run_dir: Path, config: TrainConfig, data: str) -> None:
         logger.info("resuming the run in %s", run_dir)
         return
     run_dir.mkdir(parents=True, exist_ok=True)
-    config_file.write_text(config.to_json() + "\n")
-    (run_dir / "data.txt").write_text(str(Path(data).resolve()) + "\n")
+    write_text_atomically(run_dir / "data.txt", str(Path(data).resolve()) + "\n")
+    write_text_atomically(config_file, config.to_json() + "\n")  # last: marks the folder a run
 
 
 def configure_tensorflow(config: TrainConfig):
@@ -170,6 +180,25 @@ def configure_tensorflow(config: TrainConfig):
         logger.info("MirroredStrategy over %d replica(s)", strategy.num_replicas_in_sync)
         return strategy
     return tf.distribute.get_strategy()
+
+
+def features_fingerprint(config: TrainConfig, images: Any, model_config: Any) -> str:
+    """Identifies cached ResNet features: the images, the weights (a file by its content),
+    the pooling and the input contract. Stable across processes (unlike ``hash()``)."""
+    from train.pipeline import images_fingerprint
+
+    weights = config.weights
+    if weights not in ("imagenet", "none"):
+        weights = hashlib.sha256(Path(weights).read_bytes()).hexdigest()
+    key = "|".join(
+        [
+            images_fingerprint(list(images["path"]), model_config.input),
+            weights,
+            config.pooling,
+            str(config.seed) if config.weights == "none" else "",
+        ]
+    )
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def split_options(config: TrainConfig, protocol: str) -> dict[str, Any]:
@@ -240,8 +269,9 @@ def _run(config: TrainConfig, data: str, run_dir: Path, verbose: int | str) -> P
                 "base",
                 config.seed,
             )
-        key = f"{config.weights}-{config.pooling}-{config.seed if config.weights == 'none' else 0}"
-        cache = cache_dir / f"features-{len(pixels)}-{abs(hash(key)) % 10**8}.npy"
+        cache = (
+            cache_dir / f"features-{features_fingerprint(config, index.images, model_config)}.npy"
+        )
         features = compute_features(
             feature_model, pixels, model_config, 64, cache if config.weights != "none" else None
         )
@@ -288,6 +318,24 @@ def _run(config: TrainConfig, data: str, run_dir: Path, verbose: int | str) -> P
             "metrics": {k: v for k, v in summary.items() if k != "patient_disjoint"},
         }
         for protocol, summary in protocol_summaries.items()
+    }
+    # The means above describe the recipe (separately trained models, one per fold); this
+    # model's own numbers are those of the fold it comes from.
+    own = json.loads((served[1].parent / METRICS_JSON).read_text())
+    card.evaluation[f"{served[1].parent.name} (this model)"] = {
+        "description": f"this model on its own test split ({served[1].parent.name}); "
+        f"threshold {own['threshold']['threshold']:.3g} chosen by {own['threshold']['method']}",
+        "patient_disjoint": own["audit"]["patient_disjoint"],
+        "metrics": {
+            k: v
+            for k, v in own["metrics"]["image"].items()
+            if isinstance(v, (int, float)) or v is None
+        }
+        | {
+            f"patient_{k}": v
+            for k, v in own["metrics"].get("patient", {}).items()
+            if isinstance(v, (int, float))
+        },
     }
     save_artifact(loaded.model, card, run_dir / "model")
     metrics = {
@@ -351,8 +399,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:
         from model.errors import ModelCoreError
         from train.dataset import DatasetError
+        from train.splits import SplitError
 
-        if isinstance(error, (DatasetError, ModelCoreError)):
+        if isinstance(error, (DatasetError, ModelCoreError, SplitError)):
             print(f"error: {error}", file=sys.stderr)
             return 2
         raise

@@ -42,6 +42,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from train.dataset import MAGNIFICATIONS, DatasetIndex
+from train.io import write_text_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -511,9 +512,9 @@ def save_splits(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = run_dir / SPLITS_CSV, run_dir / SPLITS_JSON
-    pd.concat([split.assignments() for split in splits], ignore_index=True).to_csv(
-        csv_path, index=False
-    )
+    assignments = pd.concat([split.assignments() for split in splits], ignore_index=True)
+    # Atomic, JSON last: a run killed mid-write never resumes from half a split file.
+    write_text_atomically(csv_path, assignments.to_csv(index=False))
     document = {
         "protocol": splits[0].protocol,
         "params": params or {},
@@ -528,7 +529,7 @@ def save_splits(
             for split in splits
         ],
     }
-    json_path.write_text(json.dumps(document, indent=2) + "\n")
+    write_text_atomically(json_path, json.dumps(document, indent=2) + "\n")
     return csv_path, json_path
 
 

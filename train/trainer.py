@@ -43,8 +43,9 @@ from model.network import (
     feature_extractor,
 )
 from train.config import TrainConfig
+from train.io import write_text_atomically
 from train.metrics import ThresholdChoice, evaluate_predictions, select_threshold
-from train.pipeline import make_dataset
+from train.pipeline import make_dataset, save_array_atomically
 from train.splits import Split
 
 logger = logging.getLogger(__name__)
@@ -103,12 +104,14 @@ class RunCheckpoint(keras.callbacks.Callback):
         (staging / "state.json").write_text(json.dumps(state, indent=1))
         shutil.rmtree(target, ignore_errors=True)
         os.replace(staging, target)
-        _write_atomically(self.directory / CHECKPOINT_POINTER, json.dumps({"latest": target.name}))
-        _write_atomically(
+        write_text_atomically(
+            self.directory / CHECKPOINT_POINTER, json.dumps({"latest": target.name})
+        )
+        write_text_atomically(
             self.directory.parent / HISTORY_CSV, pd.DataFrame(self.history).to_csv(index=False)
         )
-        for old in self.directory.glob("epoch-*"):
-            if old.name != target.name:
+        for old in [*self.directory.glob("epoch-*"), *self.directory.glob(".staging-*")]:
+            if old.name != target.name:  # older epochs, and staging left by a killed save
                 shutil.rmtree(old, ignore_errors=True)
 
 
@@ -152,10 +155,7 @@ def compute_features(
     dataset = make_dataset(images, np.zeros(len(images)), config.input, batch_size, training=False)
     features = feature_extractor(model).predict(dataset.map(lambda x, y: x), verbose=0)
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        temporary = cache_file.with_suffix(".tmp.npy")
-        np.save(temporary, features)
-        os.replace(temporary, cache_file)
+        save_array_atomically(cache_file, features)
     return features
 
 
@@ -235,10 +235,15 @@ def train_fold(
     best = None
     initial_epoch = 0
     resume_from = latest_checkpoint(checkpoints)
+    for leftover in checkpoints.glob(".staging-*"):  # a save that a killed process left half done
+        shutil.rmtree(leftover, ignore_errors=True)
     with strategy.scope():
         if resume_from is not None:
             state = json.loads((resume_from / "state.json").read_text())
             history, best, initial_epoch = state["history"], state["best"], state["epoch"]
+            # The process may have died between publishing the checkpoint and rewriting the
+            # CSV: the checkpoint's history is the truth.
+            write_text_atomically(folder / HISTORY_CSV, pd.DataFrame(history).to_csv(index=False))
             network = keras.saving.load_model(resume_from / "model.keras")
             network.jit_compile = config.xla
             logger.info(
@@ -293,10 +298,12 @@ def train_fold(
         else (ThresholdChoice(0.5, "default", "no validation part: default 0.5"))
     )
     test = split.test
+    # Unknown patients (a CSV without ids) must not be lumped into one "patient".
+    known_patients = test["patient"].notna().all()
     metrics = evaluate_predictions(
         labels["test"],
         test_probabilities,
-        patients=test["patient"].astype(str).to_numpy(),
+        patients=test["patient"].astype(str).to_numpy() if known_patients else None,
         magnifications=test["magnification"].to_numpy(),
         threshold=threshold.threshold,
         n_bootstrap=config.bootstrap,
@@ -327,7 +334,7 @@ def train_fold(
         "best_val_loss": best,
     }
     # Written last: its presence marks the fold as complete for a resumed run.
-    _write_atomically(folder / METRICS_JSON, json.dumps(document, indent=2))
+    write_text_atomically(folder / METRICS_JSON, json.dumps(document, indent=2))
     return result
 
 
@@ -407,9 +414,3 @@ def _feature_dataset(
     if training:
         dataset = dataset.shuffle(len(features), seed=seed).repeat()
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)

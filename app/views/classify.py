@@ -100,13 +100,13 @@ def render(context: ModelContext) -> None:
 
     _summary(results)
     if len(results) == 1:  # one image: its result first, the table is secondary
-        _details(files, results, table, settings, display, default_case)
+        _details(files, results, table, settings, display, default_case, untrained)
         _results_table(table)
         _cases(table, card.threshold)
     else:  # a batch: the overview first
         _results_table(table)
         _cases(table, card.threshold)
-        _details(files, results, table, settings, display, default_case)
+        _details(files, results, table, settings, display, default_case, untrained)
 
 
 # --- pieces -------------------------------------------------------------------------------
@@ -239,6 +239,7 @@ def _details(
     settings: AnalysisSettings,
     display: DisplaySettings,
     default_case: str,
+    untrained: bool,
 ) -> None:
     st.subheader("Images")
     pages = (len(results) + DETAILS_PER_PAGE - 1) // DETAILS_PER_PAGE
@@ -263,6 +264,7 @@ def _details(
             settings,
             display,
             default_case,
+            untrained,
         )
 
 
@@ -274,6 +276,7 @@ def _image_detail(
     settings: AnalysisSettings,
     display: DisplaySettings,
     default_case: str,
+    untrained: bool,
 ) -> None:
     """One image: gauge, number, label, magnification, case, warnings; original, heatmap and
     overlay side by side; PNG download of the overlay."""
@@ -313,7 +316,7 @@ def _image_detail(
                     f"{float(tta.probabilities.max()):.3f})"
                 )
             _magnification_and_case(upload.file_id, result, row, default_case)
-            for warning in str(row["warnings"]).split("; ") if row["warnings"] else []:
+            for warning in services.result_warnings(result, untrained):
                 if warning == services.UNTRAINED_WARNING:
                     st.error(f"**{warning.capitalize()}**", icon=":material/warning:")
                 else:

@@ -49,15 +49,12 @@ def render(context: ModelContext) -> None:
     )
     st.code("python -m train.run --preset quick --data data/BreaKHis_v1", language="bash")
     st.markdown(
-        "**The paper's run (GPU):** fine-tunes the whole network with the paper's split by "
-        "image, which puts images of one patient in both training and test (optimistic "
-        "numbers). Add the honest, patient-disjoint evaluation with `--protocol patient`:"
+        "**The paper's run (GPU):** fine-tunes the whole network under the paper's protocol "
+        "(train on 100X/200X/400X, test on 40X: every test patient is also a training "
+        "patient, so its numbers are optimistic) and, in the same run, under the honest "
+        "patient-disjoint protocol (5 random 70/30 patient splits):"
     )
-    st.code(
-        "python -m train.run --preset paper --protocol paper --data data/BreaKHis_v1\n"
-        "python -m train.run --preset paper --protocol patient --data data/BreaKHis_v1",
-        language="bash",
-    )
+    st.code("python -m train.run --preset paper --data data/BreaKHis_v1", language="bash")
     st.markdown(
         f"Each run writes `runs/<name>/`, with the model artifact in `runs/<name>/model/`. "
         f"The app picks the **newest run** in `{runs_dir}` by itself: reload this page when "

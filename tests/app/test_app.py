@@ -46,7 +46,7 @@ def test_no_model_opens_onboarding_with_exact_commands() -> None:
     commands = "\n".join(texts(app.code))
     assert "python -m train.download --dest data/" in commands
     assert "python -m train.run --preset quick --data data/BreaKHis_v1" in commands
-    assert "--protocol patient" in commands
+    assert "python -m train.run --preset paper --data data/BreaKHis_v1" in commands
     assert "BCD_MODEL=runs/<name> streamlit run app/main.py" in commands
     assert "runs/<name>/model/" in "\n".join(texts(app.markdown))
     # No fake numbers anywhere, and the research notice is still there.
@@ -94,7 +94,7 @@ def test_model_card_page_shows_both_protocols_and_the_leak(
     metrics = app.dataframe[0].value
     assert list(metrics.columns) == [
         "patient: patient-disjoint",
-        "paper: split by image (patients leak)",
+        "paper: test patients also in training",
     ]
     assert metrics.loc["Accuracy"].tolist() == ["85.1%", "98.2%"]
     assert metrics.loc["AUC (ROC)"].tolist() == ["0.912", "0.995"]

@@ -142,7 +142,7 @@ def test_metrics_side_by_side_patient_disjoint_first() -> None:
     table = services.metrics_table(trained_card())
     assert table.columns.tolist() == [
         "patient: patient-disjoint",
-        "paper: split by image (patients leak)",
+        "paper: test patients also in training",
     ]
     assert table.index.tolist() == [
         "Accuracy",
@@ -160,7 +160,7 @@ def test_evaluation_summary_says_how_the_model_was_evaluated() -> None:
         training=TrainingInfo(trained=True),
         evaluation={"paper": {"patient_disjoint": False, "metrics": {"accuracy": 0.99}}},
     )
-    assert "patients leak" in services.evaluation_summary(paper_only)
+    assert "test patients also appear in training" in services.evaluation_summary(paper_only)
     assert services.evaluation_summary(ModelCard(name="n")).startswith("not evaluated")
 
 

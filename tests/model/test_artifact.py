@@ -193,3 +193,30 @@ def test_reading_a_card_gives_specific_errors(tmp_path):
         read_card(tmp_path)
     with pytest.raises(ArtifactCorruptError, match=r"not a readable \.zip"):
         read_card_from_zip(b"PK\x03\x04broken", "upload")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("threshold", 1.0, "strictly between 0 and 1"),
+        ("threshold", "abc", "strictly between 0 and 1"),
+        ("labels", ["benign", "malignant"], "labels must be a JSON object"),
+        ("evaluation", [], "evaluation must be a JSON object"),
+        ("evaluation", {"patient": 0.9}, "each evaluation entry"),
+    ],
+)
+def test_malformed_card_values_are_refused(artifact_copy, field, value, message):
+    card = json.loads((artifact_copy / CARD_FILE).read_text())
+    card[field] = value
+    (artifact_copy / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(ArtifactCorruptError, match=message):
+        read_card(artifact_copy)
+
+
+def test_zip_members_are_size_checked_before_unpacking(artifact_dir, tmp_path, monkeypatch):
+    import model.artifact as artifact
+
+    bundle = export_zip(artifact_dir, tmp_path / "bundle.zip")
+    monkeypatch.setattr(artifact, "MAX_MODEL_BYTES", 1024)  # a limit, not a stand-in
+    with pytest.raises(ArtifactCorruptError, match="would unpack to"):
+        load_artifact_bytes(bundle.read_bytes())

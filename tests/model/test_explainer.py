@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import keras
@@ -92,8 +93,20 @@ def test_unknown_and_non_convolutional_layers(explainer, synthetic_inputs):
         explainer.explain(synthetic_inputs, method="scorecam")
 
 
-def test_shared_between_threads(explainer, synthetic_inputs):
-    expected = explainer.explain(synthetic_inputs).heatmaps
+def test_shared_between_threads(explainer, random_model, synthetic_inputs):
+    expected = {method: explainer.explain(synthetic_inputs, method).heatmaps
+                for method in CAM_METHODS}
+    fresh = Explainer(random_model)  # nothing traced or built yet: first uses race
+    barrier = threading.Barrier(3)
+
+    def first_use(method: str) -> np.ndarray:
+        barrier.wait()
+        return fresh.explain(synthetic_inputs, method).heatmaps
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        for method, maps in zip(CAM_METHODS, pool.map(first_use, CAM_METHODS), strict=True):
+            assert np.allclose(maps, expected[method], atol=1e-5), method
+    expected = expected["gradcam"]
     with ThreadPoolExecutor(max_workers=3) as pool:
         maps = list(
             pool.map(lambda i: explainer.explain(synthetic_inputs[i : i + 1]).heatmaps[0], range(3))

@@ -169,3 +169,36 @@ def test_xla_with_determinism_is_refused(small_synthetic_breakhis, tmp_path, cap
                  "--data", str(small_synthetic_breakhis), "--runs-dir", str(tmp_path)])
     assert code == 2
     assert "cannot be combined" in capsys.readouterr().err
+
+
+def test_resume_rewrites_history_from_the_checkpoint(small_synthetic_breakhis, tmp_path):
+    """A kill between publishing a checkpoint and rewriting history.csv (simulated: the CSV
+    lost its last rows, the fold is not finished) is repaired when the run resumes."""
+    args = ["--preset", "smoke", "--epochs", "4", "--data", str(small_synthetic_breakhis),
+            "--runs-dir", str(tmp_path), "--quiet"]
+    assert main(args) == 0
+    fold = tmp_path / "smoke" / "patient" / "patient-fold1"
+    complete = pd.read_csv(fold / "history.csv")
+    complete.head(2).to_csv(fold / "history.csv", index=False)
+    (fold / "metrics.json").unlink()
+    (tmp_path / "smoke" / "COMPLETE").unlink()
+    (fold / "checkpoint" / ".staging-left-by-a-kill").mkdir()
+    assert main(args) == 0
+    history = pd.read_csv(fold / "history.csv")
+    assert history["epoch"].tolist() == [1, 2, 3, 4]
+    assert np.allclose(history["loss"], complete["loss"])
+    assert not list((fold / "checkpoint").glob(".staging-*"))  # cleaned with the old epoch
+
+
+def test_resuming_on_another_dataset_is_refused(small_synthetic_breakhis, tmp_path, capsys):
+    other = make_synthetic_breakhis(tmp_path / "other", patients_per_class=2,
+                                    images_per_magnification=1, size=(70, 46))
+    run = tmp_path / "runs" / "smoke"
+    run.mkdir(parents=True)
+    (run / "data.txt").write_text(f"{small_synthetic_breakhis.resolve()}\n")
+    from train.config import resolve_config
+
+    (run / "config.json").write_text(resolve_config("smoke").to_json())
+    code = main(["--preset", "smoke", "--data", str(other), "--runs-dir", str(tmp_path / "runs")])
+    assert code == 2
+    assert "was started on the dataset" in capsys.readouterr().err
