@@ -94,8 +94,9 @@ def test_unknown_and_non_convolutional_layers(explainer, synthetic_inputs):
 
 
 def test_shared_between_threads(explainer, random_model, synthetic_inputs):
-    expected = {method: explainer.explain(synthetic_inputs, method).heatmaps
-                for method in CAM_METHODS}
+    expected = {
+        method: explainer.explain(synthetic_inputs, method).heatmaps for method in CAM_METHODS
+    }
     fresh = Explainer(random_model)  # nothing traced or built yet: first uses race
     barrier = threading.Barrier(3)
 

@@ -29,15 +29,26 @@ def synthetic_700x460(tmp_path_factory) -> Path:
     Many patients with few images each: patient-to-patient stain shifts are what a
     patient-disjoint test must generalise over."""
     root = tmp_path_factory.mktemp("synthetic-full-size")
-    return make_synthetic_breakhis(root, patients_per_class=12, images_per_magnification=1,
-                                   size=(700, 460), seed=3)
+    return make_synthetic_breakhis(
+        root, patients_per_class=12, images_per_magnification=1, size=(700, 460), seed=3
+    )
 
 
 @pytest.fixture(scope="module")
 def smoke_run(synthetic_700x460, tmp_path_factory) -> Path:
     runs = tmp_path_factory.mktemp("runs")
-    code = main(["--preset", "smoke", "--deterministic", "--data", str(synthetic_700x460),
-                 "--runs-dir", str(runs), "--quiet"])
+    code = main(
+        [
+            "--preset",
+            "smoke",
+            "--deterministic",
+            "--data",
+            str(synthetic_700x460),
+            "--runs-dir",
+            str(runs),
+            "--quiet",
+        ]
+    )
     assert code == 0
     return runs / "smoke"
 
@@ -52,13 +63,25 @@ def test_smoke_preset_learns_on_held_out_patients(smoke_run):
 
 
 def test_run_folder_holds_everything(smoke_run):
-    for name in ("config.json", "metrics.json", "COMPLETE", "model/model.keras",
-                 "model/model_card.json", "patient/splits.csv", "patient/splits.json",
-                 "patient/summary.json"):
+    for name in (
+        "config.json",
+        "metrics.json",
+        "COMPLETE",
+        "model/model.keras",
+        "model/model_card.json",
+        "patient/splits.csv",
+        "patient/splits.json",
+        "patient/summary.json",
+    ):
         assert (smoke_run / name).exists(), name
     fold = smoke_run / "patient" / "patient-fold1"
-    for name in ("history.csv", "predictions.csv", "metrics.json", "model/model.keras",
-                 "checkpoint/latest.json"):
+    for name in (
+        "history.csv",
+        "predictions.csv",
+        "metrics.json",
+        "model/model.keras",
+        "checkpoint/latest.json",
+    ):
         assert (fold / name).exists(), name
     assert any((fold / "tensorboard").rglob("events.out.tfevents.*"))
     history = pd.read_csv(fold / "history.csv")
@@ -84,18 +107,37 @@ def test_served_model_card_and_predictions(smoke_run):
 
 
 def test_a_complete_run_is_not_overwritten(smoke_run, synthetic_700x460, capsys):
-    code = main(["--preset", "smoke", "--deterministic", "--data", str(synthetic_700x460),
-                 "--runs-dir", str(smoke_run.parent)])
+    code = main(
+        [
+            "--preset",
+            "smoke",
+            "--deterministic",
+            "--data",
+            str(synthetic_700x460),
+            "--runs-dir",
+            str(smoke_run.parent),
+        ]
+    )
     assert code == 2
     assert "already complete" in capsys.readouterr().err
 
 
-def test_other_settings_in_an_existing_run_folder_are_refused(smoke_run, synthetic_700x460,
-                                                              capsys):
+def test_other_settings_in_an_existing_run_folder_are_refused(smoke_run, synthetic_700x460, capsys):
     (smoke_run / "COMPLETE").rename(smoke_run / "COMPLETE.bak")
     try:
-        code = main(["--preset", "smoke", "--deterministic", "--epochs", "3",
-                     "--data", str(synthetic_700x460), "--runs-dir", str(smoke_run.parent)])
+        code = main(
+            [
+                "--preset",
+                "smoke",
+                "--deterministic",
+                "--epochs",
+                "3",
+                "--data",
+                str(synthetic_700x460),
+                "--runs-dir",
+                str(smoke_run.parent),
+            ]
+        )
     finally:
         (smoke_run / "COMPLETE.bak").rename(smoke_run / "COMPLETE")
     assert code == 2
@@ -103,8 +145,16 @@ def test_other_settings_in_an_existing_run_folder_are_refused(smoke_run, synthet
 
 
 def test_missing_dataset_gives_a_clear_message(tmp_path, capsys):
-    code = main(["--preset", "smoke", "--data", str(tmp_path / "nowhere"),
-                 "--runs-dir", str(tmp_path / "runs")])
+    code = main(
+        [
+            "--preset",
+            "smoke",
+            "--data",
+            str(tmp_path / "nowhere"),
+            "--runs-dir",
+            str(tmp_path / "runs"),
+        ]
+    )
     assert code == 2
     assert "nowhere" in capsys.readouterr().err
 
@@ -113,14 +163,37 @@ def test_missing_dataset_gives_a_clear_message(tmp_path, capsys):
 def test_fine_tuning_resumes_after_kill_9(small_synthetic_breakhis, tmp_path):
     """The paper's fine-tuning path, tiny: killed with SIGKILL after its first checkpoint,
     started again with the same command, it finishes with one continuous history."""
-    command = [sys.executable, "-m", "train.run", "--preset", "paper", "--weights", "none",
-               "--protocols", "paper", "--epochs", "3", "--steps-per-epoch", "2",
-               "--batch-size", "4", "--bootstrap", "20", "--data", str(small_synthetic_breakhis),
-               "--runs-dir", str(tmp_path / "runs"), "--name", "resume", "--quiet"]
+    command = [
+        sys.executable,
+        "-m",
+        "train.run",
+        "--preset",
+        "paper",
+        "--weights",
+        "none",
+        "--protocols",
+        "paper",
+        "--epochs",
+        "3",
+        "--steps-per-epoch",
+        "2",
+        "--batch-size",
+        "4",
+        "--bootstrap",
+        "20",
+        "--data",
+        str(small_synthetic_breakhis),
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--name",
+        "resume",
+        "--quiet",
+    ]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     fold = tmp_path / "runs" / "resume" / "paper" / "paper"
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 300
     while not (fold / "checkpoint" / "latest.json").exists():
         assert process.poll() is None, "the run ended before its first checkpoint"
@@ -133,8 +206,9 @@ def test_fine_tuning_resumes_after_kill_9(small_synthetic_breakhis, tmp_path):
     assert killed_after < 3, "the run finished before it could be killed"
     assert not (fold / "metrics.json").exists()
 
-    finished = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
-                              timeout=600)
+    finished = subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert f"resuming after epoch {killed_after}" in finished.stderr
     history = pd.read_csv(fold / "history.csv")
@@ -150,9 +224,21 @@ def test_gpu_switches_run_on_cpu(small_synthetic_breakhis, tmp_path, caplog):
     """Mixed precision, XLA and MirroredStrategy: the code paths a GPU run takes, exercised
     on the CPU (one replica). (Deterministic ops run in the smoke fixture above.)"""
     caplog.set_level(logging.INFO, logger="train")
-    code = main(["--preset", "smoke", "--mixed-precision", "mixed_float16", "--xla",
-                 "--multi-gpu", "--data", str(small_synthetic_breakhis),
-                 "--runs-dir", str(tmp_path / "runs"), "--quiet"])
+    code = main(
+        [
+            "--preset",
+            "smoke",
+            "--mixed-precision",
+            "mixed_float16",
+            "--xla",
+            "--multi-gpu",
+            "--data",
+            str(small_synthetic_breakhis),
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--quiet",
+        ]
+    )
     assert code == 0
     assert "XLA on, precision policy mixed_float16, 1 replica(s)" in caplog.text
     config = json.loads((tmp_path / "runs" / "smoke" / "config.json").read_text())
@@ -165,8 +251,18 @@ def test_gpu_switches_run_on_cpu(small_synthetic_breakhis, tmp_path, caplog):
 
 
 def test_xla_with_determinism_is_refused(small_synthetic_breakhis, tmp_path, capsys):
-    code = main(["--preset", "smoke", "--xla", "--deterministic",
-                 "--data", str(small_synthetic_breakhis), "--runs-dir", str(tmp_path)])
+    code = main(
+        [
+            "--preset",
+            "smoke",
+            "--xla",
+            "--deterministic",
+            "--data",
+            str(small_synthetic_breakhis),
+            "--runs-dir",
+            str(tmp_path),
+        ]
+    )
     assert code == 2
     assert "cannot be combined" in capsys.readouterr().err
 
@@ -174,8 +270,17 @@ def test_xla_with_determinism_is_refused(small_synthetic_breakhis, tmp_path, cap
 def test_resume_rewrites_history_from_the_checkpoint(small_synthetic_breakhis, tmp_path):
     """A kill between publishing a checkpoint and rewriting history.csv (simulated: the CSV
     lost its last rows, the fold is not finished) is repaired when the run resumes."""
-    args = ["--preset", "smoke", "--epochs", "4", "--data", str(small_synthetic_breakhis),
-            "--runs-dir", str(tmp_path), "--quiet"]
+    args = [
+        "--preset",
+        "smoke",
+        "--epochs",
+        "4",
+        "--data",
+        str(small_synthetic_breakhis),
+        "--runs-dir",
+        str(tmp_path),
+        "--quiet",
+    ]
     assert main(args) == 0
     fold = tmp_path / "smoke" / "patient" / "patient-fold1"
     complete = pd.read_csv(fold / "history.csv")
@@ -191,8 +296,9 @@ def test_resume_rewrites_history_from_the_checkpoint(small_synthetic_breakhis, t
 
 
 def test_resuming_on_another_dataset_is_refused(small_synthetic_breakhis, tmp_path, capsys):
-    other = make_synthetic_breakhis(tmp_path / "other", patients_per_class=2,
-                                    images_per_magnification=1, size=(70, 46))
+    other = make_synthetic_breakhis(
+        tmp_path / "other", patients_per_class=2, images_per_magnification=1, size=(70, 46)
+    )
     run = tmp_path / "runs" / "smoke"
     run.mkdir(parents=True)
     (run / "data.txt").write_text(f"{small_synthetic_breakhis.resolve()}\n")
