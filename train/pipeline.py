@@ -8,9 +8,10 @@
    180-degree rotation; small zoom; brightness/contrast; H&E stain jitter), then the model's
    normalisation, then prefetch. Augmentation lives in the pipeline, not in the saved model.
 
-Quarter-turn rotations are not used: they would turn the 144x96 (w x h) input into 96x144,
-a shape the network does not take; flips and the half turn are the shape-preserving
-members of that group.
+Quarter turns (:func:`random_quarter_turn`) turn the 144x96 (w x h) frame into 96x144, a shape
+the network does not take; so a turned image is cropped to a random window of the input's
+aspect ratio (96x64 of its 96x144) and scaled back to 144x96: a 90-degree rotation with a 1.5x
+zoom, never a distortion. Flips give the half turn.
 
 Example:
     >>> images = load_images(index.path, InputSpec(), cache_dir="runs/cache")  # doctest: +SKIP
@@ -89,6 +90,27 @@ def hed_jitter(images: tf.Tensor, sigma: float = 0.05, seed: int | None = None) 
     return tf.clip_by_value(255.0 * tf.exp(-optical_density), 0.0, 255.0)
 
 
+def random_quarter_turn(
+    images: tf.Tensor, probability: float = 0.5, seed: int | None = None
+) -> tf.Tensor:
+    """Rotate each image of a batch by +-90 degrees with ``probability``, keeping its shape.
+
+    The turned (w x h swapped) image is cropped to a window with the original aspect ratio at
+    a random position along its long side and resized back (bilinear) to the input size.
+    """
+    shape = tf.shape(images)
+    batch, height, width = shape[0], shape[1], shape[2]
+    k = 1 + 2 * tf.random.uniform((), 0, 2, dtype=tf.int32, seed=_offset(seed, 20))
+    turned = tf.image.rot90(images, k=k)  # (batch, width, height, 3)
+    window = tf.cast(height * height, tf.float32) / tf.cast(width, tf.float32)  # rows kept
+    fraction = window / tf.cast(width, tf.float32)
+    top = tf.random.uniform((batch,), 0.0, 1.0 - fraction, seed=_offset(seed, 21))
+    boxes = tf.stack([top, tf.zeros_like(top), top + fraction, tf.ones_like(top)], axis=1)
+    cropped = tf.image.crop_and_resize(turned, boxes, tf.range(batch), tf.stack([height, width]))
+    chosen = tf.random.uniform((batch, 1, 1, 1), seed=_offset(seed, 22)) < probability
+    return tf.where(chosen, cropped, images)
+
+
 def make_augmenter(seed: int | None = None) -> keras.Sequential:
     """Keras preprocessing layers for pixel batches in [0, 255] (applied in tf.data)."""
     return keras.Sequential(
@@ -127,7 +149,10 @@ def make_dataset(
     if training and augment:
         augmenter = make_augmenter(seed)
         dataset = dataset.map(
-            lambda x, y: (hed_jitter(augmenter(x, training=True), seed=seed), y),
+            lambda x, y: (
+                hed_jitter(augmenter(random_quarter_turn(x, seed=seed), training=True), seed=seed),
+                y,
+            ),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     dataset = dataset.map(lambda x, y: (normalise(x, spec), y), tf.data.AUTOTUNE)
