@@ -364,7 +364,7 @@ def fold_card(
             learning_rate=config.learning_rate,
             loss="mean_squared_error",
             freeze=config.freeze,
-            augmentation="flips, +-90 degree turns, zoom +-10%, brightness/contrast, HED stain jitter"
+            augmentation="flips, +-90 deg turns, zoom, brightness/contrast, HED stain jitter"
             if config.augment
             else "none",
             seed=config.seed,
