@@ -36,6 +36,7 @@ from pathlib import Path
 
 PAPER_EPOCHS = 200
 PAPER_STEPS_PER_EPOCH = 200
+PAPER_BATCH_SIZE = 32
 BREAKHIS_IMAGES = 7909
 PAPER_TEST_IMAGES = 1995  # every 40X image of BreakHis
 PAPER_TRAIN_POOL = BREAKHIS_IMAGES - PAPER_TEST_IMAGES  # 100X/200X/400X
@@ -69,22 +70,22 @@ class Projection:
 def project_schedule(
     train_images_per_s: float,
     evaluate_images_per_s: float,
-    batch_size: int = 32,
     epochs: int = PAPER_EPOCHS,
-    steps_per_epoch: int = PAPER_STEPS_PER_EPOCH,
+    images_per_epoch: int = PAPER_STEPS_PER_EPOCH * PAPER_BATCH_SIZE,
 ) -> Projection:
     """Project the paper's schedule from measured throughputs.
 
-    Each epoch trains ``steps_per_epoch`` batches, then evaluates the validation part and the
-    test set (the paper's test-set monitoring). Start-up, compilation and the final report
-    are not included (seconds to a minute).
+    Each epoch trains on ``images_per_epoch`` images (the paper's 200 steps of 32, whatever
+    batch size was measured, so that projections compare the same work), then evaluates the
+    validation part and the test set (the paper's test-set monitoring). Start-up,
+    compilation and the final report are not included (seconds to a minute).
 
     Example:
         >>> p = project_schedule(train_images_per_s=3200, evaluate_images_per_s=16000)
         >>> round(p.paper_protocol_h, 2), round(p.default_run_h, 2)
         (0.12, 0.74)
     """
-    train_s = steps_per_epoch * batch_size / train_images_per_s
+    train_s = images_per_epoch / train_images_per_s
     paper_eval_images = PAPER_TRAIN_POOL * VALIDATION_FRACTION + PAPER_TEST_IMAGES
     paper_eval_s = paper_eval_images / evaluate_images_per_s
     patient_test = BREAKHIS_IMAGES * PATIENT_TEST_SHARE
@@ -205,9 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     for batch_size in (int(b) for b in args.batch_sizes.split(",")):
         for policy in args.policies.split(","):
             result = measure(policy, batch_size, args.epochs, args.steps)
-            projection = project_schedule(
-                result.train_images_per_s, result.evaluate_images_per_s, batch_size
-            )
+            projection = project_schedule(result.train_images_per_s, result.evaluate_images_per_s)
             results.append({**asdict(result), "projection": asdict(projection)})
             print(
                 f"{policy:>15} batch {batch_size:>3}: compile+epoch 1 "
