@@ -1,107 +1,54 @@
 """Entry point of the research demo: ``streamlit run app/main.py`` from the repository root.
 
-Optional: ``streamlit run app/main.py -- --model PATH`` or ``BCD_MODEL=PATH`` to choose the
-model; otherwise the newest run under ``runs/`` is used, or the user uploads an artifact .zip
-(see :mod:`app.services`). With no model at all, the app opens on the *Get a model* page.
+Streamlit finds the ``st.App`` below and serves the page script :mod:`app.ui` through it. The
+App's lifespan starts loading the configured model (``-- --model PATH``, ``BCD_MODEL`` or the
+newest run under ``runs/``) in a background thread as soon as the server starts, so the
+model is usually ready before the first visitor uploads an image, instead of only starting
+to load (TensorFlow import, Keras deserialisation, graph tracing: ~10 s on a 2-core CPU) when
+the first page is opened. The server answers at once either way: loading never blocks it.
+
+``GET /api/model`` tells a deployment whether the model is ready (readiness probe):
+``{"state": "ready", "model": "...", "load_seconds": 9.8, "error": null}``; ``state`` is
+``none``, ``loading``, ``ready`` or ``failed``.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
-# `streamlit run app/main.py` puts app/ (not the repository root) on sys.path; the app imports
-# the `app` and `model` packages from the root.
+# Streamlit puts app/ (not the repository root) on sys.path; the app imports the `app` and
+# `model` packages from the root.
 _REPO_ROOT = str(Path(__file__).resolve().parents[1])
 if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 
 import streamlit as st  # noqa: E402
-from streamlit.runtime.uploaded_file_manager import UploadedFile  # noqa: E402
+from starlette.requests import Request  # noqa: E402
+from starlette.responses import JSONResponse  # noqa: E402
+from starlette.routing import Route  # noqa: E402
 
-from app import components, state  # noqa: E402
+from app import state  # noqa: E402
 from app.runtime_fixes import keep_keras_session  # noqa: E402
-from app.state import ModelContext  # noqa: E402
 
-# Before anything else runs: Streamlit would otherwise reset Keras after every script run.
-keep_keras_session()
-
-MODEL_UPLOAD_LIMIT_MB = 300  # an artifact .zip is ~100 MB (~220 MB with the "flatten" head)
+UI_SCRIPT = Path(__file__).resolve().with_name("ui.py")
+MODEL_STATUS_PATH = "/api/model"
 
 
-def main() -> None:
-    """Pick the model, draw the sidebar and the notice, and run the selected page."""
-    st.set_page_config(
-        page_title="BreakHis ResNet-50 · research demo",
-        page_icon=":material/biotech:",
-        layout="wide",
-    )
-    configured = state.configured_model()
-    with st.sidebar:
-        upload = _model_upload(expanded=configured[1] is None)
-    context = state.model_context(upload, configured)
-    with st.sidebar:
-        _model_status(context)
-
-    state.set_current_context(context)
-    usable = context.handle is not None and context.handle.error is None
-    onboarding = st.Page(
-        "views/get_model.py",
-        title="Get a model",
-        icon=":material/school:",
-        url_path="get-a-model",
-        default=not usable,
-    )
-    classify = st.Page(
-        "views/classify.py",
-        title="Classify",
-        icon=":material/biotech:",
-        url_path="classify",
-        default=usable,
-    )
-    if usable:
-        pages = [
-            classify,
-            st.Page(
-                "views/model_card.py",
-                title="Model card",
-                icon=":material/description:",
-                url_path="model-card",
-            ),
-            onboarding,
-        ]
-    else:
-        pages = [onboarding]
-    page = st.navigation(pages)
-    components.header(context)
-    page.run()
+@asynccontextmanager
+async def lifespan(_app: st.App) -> AsyncIterator[None]:
+    """At server start: keep Keras's session across script runs, start loading the model."""
+    keep_keras_session()
+    state.preload_configured_model()
+    yield
 
 
-def _model_upload(expanded: bool) -> UploadedFile | None:
-    with st.expander("Use another model (.zip)", expanded=expanded, icon=":material/upload:"):
-        return st.file_uploader(
-            "Model artifact (.zip with model.keras and model_card.json)",
-            type=["zip"],
-            key="model_zip",
-            max_upload_size=MODEL_UPLOAD_LIMIT_MB,
-            help="Used for your session only. Make one with model.artifact.export_zip.",
-        )
+async def model_status(_request: Request) -> JSONResponse:
+    """Whether the server's model is loaded: 200 when ready, 503 otherwise."""
+    status = state.configured_model_status()
+    return JSONResponse(status, status_code=200 if status["state"] == "ready" else 503)
 
 
-def _model_status(context: ModelContext) -> None:
-    handle = context.handle
-    if handle is None:
-        st.caption(":material/block: No model loaded.")
-        return
-    card = handle.card
-    name = card.name if card is not None else "model"
-    if handle.loading:
-        st.caption(f":material/hourglass_top: **{name}**: loading...")
-    elif handle.error is not None:
-        st.caption(f":material/error: **{name}**: could not be loaded (see the page).")
-    else:
-        seconds = f" in {handle.load_seconds:.1f} s" if handle.load_seconds else ""
-        st.caption(f":material/check_circle: **{name}**: ready (loaded{seconds}).")
-
-
-main()
+app = st.App(UI_SCRIPT, lifespan=lifespan, routes=[Route(MODEL_STATUS_PATH, model_status)])

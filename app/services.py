@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
+from app.process import prefer_lean_tensorflow, release_freed_memory
 from model.artifact import CARD_FILE, MODEL_FILE, read_card, read_card_from_zip
 from model.breakhis import MAGNIFICATIONS as MAGNIFICATION_POWERS
 from model.breakhis import BreakHisName, read_breakhis_filename
@@ -256,6 +257,30 @@ class ModelHandle:
         return self._analyzer
 
 
+def model_status(handle: ModelHandle | None) -> dict[str, Any]:
+    """The server model's state for the ``/api/model`` readiness endpoint (no patient data).
+
+    Example:
+        >>> model_status(None)
+        {'state': 'none', 'model': None, 'load_seconds': None, 'error': None}
+    """
+    if handle is None:
+        return {"state": "none", "model": None, "load_seconds": None, "error": None}
+    card = handle.card
+    if handle.loading:
+        state = "loading"
+    elif handle.error is not None:
+        state = "failed"
+    else:
+        state = "ready"
+    return {
+        "state": state,
+        "model": card.name if card is not None else None,
+        "load_seconds": None if handle.load_seconds is None else round(handle.load_seconds, 2),
+        "error": handle.error_message,
+    }
+
+
 def _never(timings: dict[str, float]) -> Analyzer:
     raise RuntimeError("this model handle never loads")
 
@@ -276,6 +301,7 @@ class _Stage:
 def load_analyzer(path: Path, timings: dict[str, float] | None = None) -> Analyzer:
     """Load an artifact from disk and make it ready (traced) for the first image."""
     timings = {} if timings is None else timings
+    prefer_lean_tensorflow()
     with _Stage(timings, "import TensorFlow"):
         # Imported here, in the loader thread: TensorFlow takes ~5 s to import.
         from model.analysis import Analyzer
@@ -290,6 +316,7 @@ def load_analyzer_from_zip(
 ) -> Analyzer:
     """Load an uploaded artifact ``.zip`` (held in memory) and make it ready."""
     timings = {} if timings is None else timings
+    prefer_lean_tensorflow()
     with _Stage(timings, "import TensorFlow"):
         from model.analysis import Analyzer
         from model.artifact import load_artifact_bytes
@@ -303,6 +330,7 @@ def _prepare(analyzer_class: type[Analyzer], artifact: Any, timings: dict[str, f
         analyzer = analyzer_class(artifact)
     with _Stage(timings, "trace Grad-CAM"):
         warm_up(analyzer)
+    release_freed_memory()  # loading's temporary buffers, ~20 MB of RSS
     return analyzer
 
 

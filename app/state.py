@@ -67,6 +67,21 @@ def configured_model() -> tuple[ModelSource | None, ModelHandle | None]:
     return source, handle
 
 
+def preload_configured_model() -> ModelHandle | None:
+    """Start loading the server's model before any session asks for it (at server start).
+
+    The handle goes into the same ``st.cache_resource`` entry that :func:`configured_model`
+    reads, so the first session finds the model loading or loaded. A model that cannot be
+    found or read is not an error here: the sessions show the message.
+    """
+    return configured_model()[1]
+
+
+def configured_model_status() -> dict[str, Any]:
+    """The server model's loading state (see :func:`app.services.model_status`)."""
+    return services.model_status(configured_model()[1])
+
+
 def uploaded_model(upload: UploadedFile | None) -> ModelHandle | None:
     """The handle for an artifact ``.zip`` uploaded in the sidebar (None without one)."""
     if upload is None:

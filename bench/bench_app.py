@@ -9,7 +9,10 @@ Phases (each in its own Python process, so one does not warm up or bloat the nex
 ``browser``
     A real ``streamlit run app/main.py`` subprocess driven by Debian's headless Chromium
     (Playwright). Cold start = process start -> the first image's probability and overlay
-    shown, with the image uploaded as soon as the page is interactive. Then per-image
+    shown, with the image uploaded as soon as the page is interactive; and when the server
+    said its model was ready (``/api/model``). Baselines measured in the same run: a
+    one-line Streamlit app (process start -> its text in Chromium) and ``import tensorflow``
+    in a fresh interpreter, the two costs no model work can avoid. Then per-image
     end-to-end latency: replace the upload with another BreakHis image and wait until its
     overlay is displayed (upload, script rerun, encoding, websocket, browser decode).
     Also the server's RSS after the first result and after those uploads.
@@ -18,8 +21,9 @@ Phases (each in its own Python process, so one does not warm up or bloat the nex
     quality checks, network: probability + Grad-CAM) + re-decode + overlay blend, the work
     one upload costs in the running app minus Streamlit's rendering.
 ``memory``
-    In process through Streamlit's AppTest running app/main.py: RSS after the model has loaded
-    and one image is shown, and after 100 further uploads, each replacing the previous one.
+    In process through Streamlit's AppTest running app/ui.py (the script app/main.py serves):
+    RSS after the model has loaded and one image is shown, and after 100 further uploads,
+    each replacing the previous one.
 
 The speed of a ResNet-50 does not depend on its weights, so without ``--model`` a real
 network with random weights is saved to a temporary artifact. Results are printed and written
@@ -36,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -104,55 +109,137 @@ def make_test_artifact(folder: Path) -> Path:
 
 
 # --- phase: real server + Chromium --------------------------------------------------------
-def phase_browser(model: Path, uploads: int) -> dict[str, Any]:
-    import socket
-    import urllib.request
-
-    from playwright.sync_api import sync_playwright
-
-    if not CHROMIUM.exists():
-        return {"skipped": f"no Chromium at {CHROMIUM}"}
-    images = sample_images()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    runs = Path(tempfile.mkdtemp(prefix="bench-runs-"))
-    env = {**os.environ, "BCD_MODEL": str(model), "BCD_RUNS_DIR": str(runs)}
-    command = [
+def streamlit_command(script: str, port: int, *script_args: str) -> list[str]:
+    return [
         sys.executable,
         "-m",
         "streamlit",
         "run",
-        "app/main.py",
+        script,
         "--server.headless",
         "true",
         "--server.address",
         "127.0.0.1",
         "--server.port",
         str(port),
+        *(("--", *script_args) if script_args else ()),
     ]
-    result: dict[str, Any] = {}
+
+
+def free_local_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_healthy(url: str, started: float, timeout: float = 120) -> None:
+    import urllib.request
+
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.05)
+        if time.perf_counter() - started > timeout:
+            raise TimeoutError("server did not start")
+
+
+def tensorflow_import_s() -> float:
+    """Seconds for a fresh interpreter to ``import tensorflow`` (the app's unavoidable part)."""
+    began = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-c", "import tensorflow"],
+        env={**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0"},
+        capture_output=True,
+        check=True,
+    )
+    return round(time.perf_counter() - began, 2)
+
+
+def measure_streamlit_floor(browser: Any) -> dict[str, float]:
+    """A one-line Streamlit app with no TensorFlow: process start -> its text in Chromium.
+
+    What any Streamlit app costs on this machine before its own work: the baseline of the
+    cold start.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="bench-floor-"))
+    script = folder / "hello.py"
+    script.write_text('import streamlit as st\nst.write("floor-ready")\n', encoding="utf-8")
+    port = free_local_port()
+    page = browser.new_page()
+    started = time.perf_counter()
+    server = subprocess.Popen(
+        streamlit_command(str(script), port),
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", started)
+        healthy = time.perf_counter() - started
+        page.goto(f"http://127.0.0.1:{port}")
+        page.get_by_text("floor-ready").wait_for(timeout=60_000)
+        shown = time.perf_counter() - started
+    finally:
+        page.close()
+        server.terminate()
+        server.wait(timeout=30)
+    return {"server_healthy_s": round(healthy, 2), "text_shown_s": round(shown, 2)}
+
+
+def _watch_model_ready(url: str, started: float, ready_at: list[float]) -> None:
+    """Poll ``/api/model`` until the server says its model is ready; note when."""
+    import urllib.error
+    import urllib.request
+
+    while time.perf_counter() - started < 300:
+        try:
+            with urllib.request.urlopen(f"{url}/api/model", timeout=2) as response:
+                if response.status == 200:
+                    ready_at.append(time.perf_counter() - started)
+                    return
+        except (urllib.error.HTTPError, OSError):
+            pass
+        time.sleep(0.1)
+
+
+def phase_browser(model: Path, uploads: int) -> dict[str, Any]:
+    from playwright.sync_api import sync_playwright
+
+    if not CHROMIUM.exists():
+        return {"skipped": f"no Chromium at {CHROMIUM}"}
+    images = sample_images()
+    port = free_local_port()
+    url = f"http://127.0.0.1:{port}"
+    runs = Path(tempfile.mkdtemp(prefix="bench-runs-"))
+    env = {**os.environ, "BCD_MODEL": str(model), "BCD_RUNS_DIR": str(runs)}
+    result: dict[str, Any] = {"tensorflow_import_s": tensorflow_import_s()}
     with sync_playwright() as playwright:
-        # The browser is started before the server so its own start-up is not counted.
+        # The browser is started before the servers so its own start-up is not counted.
         browser = playwright.chromium.launch(
             executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
         )
+        result["streamlit_floor"] = measure_streamlit_floor(browser)
         page = browser.new_page(viewport={"width": 1400, "height": 1900})
         started = time.perf_counter()
         server = subprocess.Popen(
-            command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+            streamlit_command("app/main.py", port),
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        ready_at: list[float] = []
+        watcher = threading.Thread(
+            target=_watch_model_ready, args=(url, started, ready_at), daemon=True
         )
         try:
-            while True:
-                try:
-                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as response:
-                        if response.status == 200:
-                            break
-                except OSError:
-                    time.sleep(0.05)
-                if time.perf_counter() - started > 120:
-                    raise TimeoutError("server did not start")
+            wait_healthy(url, started)
+            watcher.start()
             result["server_healthy_s"] = round(time.perf_counter() - started, 2)
             page.goto(url)
             uploader = page.locator(".st-key-images input[type=file]")
@@ -161,6 +248,8 @@ def phase_browser(model: Path, uploads: int) -> dict[str, Any]:
             uploader.set_input_files(str(images[0]))
             _wait_for_overlay(page, previous_src=None)
             result["cold_start_first_result_s"] = round(time.perf_counter() - started, 2)
+            watcher.join(timeout=30)
+            result["model_ready_reported_s"] = round(ready_at[0], 2) if ready_at else None
             result["rss_after_first_result_mb"] = round(rss_mb(server.pid), 1)
             status = page.locator("[data-testid='stSidebar']").inner_text()
             loaded = [line for line in status.splitlines() if "loaded in" in line]
@@ -182,6 +271,7 @@ def phase_browser(model: Path, uploads: int) -> dict[str, Any]:
             result["per_image_server_analysis"] = summary(server_side)
             result["rss_after_uploads_mb"] = round(rss_mb(server.pid), 1)
             result["uploads"] = uploads
+            result["new_visitor_on_running_server"] = _new_visitor(browser, url, images[1])
         finally:
             browser.close()
             server.terminate()
@@ -190,6 +280,30 @@ def phase_browser(model: Path, uploads: int) -> dict[str, Any]:
             except subprocess.TimeoutExpired:
                 server.kill()
     return result
+
+
+def _new_visitor(browser: Any, url: str, image: Path) -> dict[str, float]:
+    """A new visitor (fresh browser context: no cache, new session) on the running server:
+    page open -> uploader ready -> first result shown, the everyday case of a server that
+    was started before its users came."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1900})
+    try:
+        page = context.new_page()
+        began = time.perf_counter()
+        page.goto(url)
+        uploader = page.locator(".st-key-images input[type=file]")
+        uploader.wait_for(state="attached", timeout=60_000)
+        interactive = time.perf_counter() - began
+        uploader.set_input_files(str(image))
+        _wait_for_overlay(page, previous_src=None)
+        shown = time.perf_counter() - began
+    finally:
+        context.close()
+    return {
+        "page_interactive_s": round(interactive, 2),
+        "first_result_s": round(shown, 2),
+        "upload_to_result_s": round(shown - interactive, 2),
+    }
 
 
 def _overlay_src(page: Any) -> str | None:
@@ -260,7 +374,7 @@ def phase_memory(model: Path, uploads: int) -> dict[str, Any]:
     os.environ["BCD_MODEL"] = str(model)
     os.environ["BCD_RUNS_DIR"] = tempfile.mkdtemp(prefix="bench-runs-")
     images = [(path.name, path.read_bytes()) for path in sample_images()]
-    app = AppTest.from_file(str(REPO_ROOT / "app" / "main.py"), default_timeout=300)
+    app = AppTest.from_file(str(REPO_ROOT / "app" / "ui.py"), default_timeout=300)
     baseline = rss_mb()
     app.run()
     app.file_uploader(key="images").set_value((images[0][0], images[0][1], "image/png")).run()
@@ -329,7 +443,13 @@ def verdicts(results: dict[str, Any]) -> dict[str, str]:
     service = results.get("service", {})
     memory = results.get("memory", {})
     per_image = service.get("per_image_probability_and_overlay", {}).get("median_ms")
+    floor = browser.get("streamlit_floor", {})
     return {
+        "baseline: one-line Streamlit app shown, s": str(floor.get("text_shown_s")),
+        "baseline: import tensorflow, s": str(browser.get("tensorflow_import_s")),
+        "new visitor on a running server: page open to first result, s": str(
+            browser.get("new_visitor_on_running_server", {}).get("first_result_s")
+        ),
         "cold start to first result, s": check(
             browser.get("cold_start_first_result_s"), TARGETS["cold_start_s"]
         ),

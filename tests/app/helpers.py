@@ -11,7 +11,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-APP_MAIN = REPO_ROOT / "app" / "main.py"
+APP_UI = REPO_ROOT / "app" / "ui.py"
 
 
 # --- images -------------------------------------------------------------------------------
@@ -35,8 +35,9 @@ def tissue_like(seed: int = 0, height: int = 460, width: int = 700) -> np.ndarra
 
 # --- driving the app ----------------------------------------------------------------------
 def new_app() -> AppTest:
-    """The real app (app/main.py), with a timeout that covers loading the model."""
-    return AppTest.from_file(str(APP_MAIN), default_timeout=180)
+    """The real app script (app/ui.py, which app/main.py serves), with a timeout that covers
+    loading the model."""
+    return AppTest.from_file(str(APP_UI), default_timeout=180)
 
 
 def run_until_loaded(app: AppTest, timeout: float = 180) -> AppTest:

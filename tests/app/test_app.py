@@ -1,4 +1,5 @@
-"""The real app (app/main.py) driven by Streamlit's AppTest, with real model artifacts."""
+"""The real app script (app/ui.py, served by app/main.py) driven by Streamlit's AppTest, with real
+model artifacts."""
 
 from __future__ import annotations
 

@@ -8,17 +8,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.app.helpers import REPO_ROOT
+from tests.app.server import start_streamlit, stop, wait_until_healthy
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -33,64 +30,6 @@ CHROMIUM_ARGS = [
 ]
 IMAGE_NAME = "SOB_M_DC-14-2523-40-010.png"
 DOCS_SCREENSHOT = REPO_ROOT / "docs" / "screenshots" / "app.png"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def start_streamlit(model: Path, runs_dir: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    """`streamlit run app/main.py` on a free local port, as a user would start it."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "BCD_MODEL": str(model),
-        "BCD_RUNS_DIR": str(runs_dir),
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        "app/main.py",
-        "--server.headless",
-        "true",
-        "--server.address",
-        "127.0.0.1",
-        "--server.port",
-        str(port),
-    ]
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            command, cwd=REPO_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT
-        )
-    return process, f"http://127.0.0.1:{port}"
-
-
-def wait_until_healthy(process: subprocess.Popen, url: str, log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"streamlit exited early:\n{log.read_text(errors='replace')}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(f"streamlit did not answer within {timeout} s")
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @pytest.fixture(scope="module")

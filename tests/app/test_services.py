@@ -67,6 +67,27 @@ def test_failed_handle_reports_a_readable_message(tmp_path: Path) -> None:
     assert "model artifact not found" in handle.error_message
     with pytest.raises(ArtifactNotFoundError):
         handle.wait(timeout=1)
+    assert services.model_status(handle) == {
+        "state": "failed",
+        "model": None,
+        "load_seconds": None,
+        "error": f"model artifact not found: {tmp_path / 'missing'}",
+    }
+
+
+@pytest.mark.slow
+def test_model_status_follows_a_real_load(trained_artifact: Path) -> None:
+    source = services.ModelSource(trained_artifact, "environment", "BCD_MODEL=x")
+    handle = services.start_model_handle(source)
+    early = services.model_status(handle)
+    # the card is read before loading starts, so the model is named while it loads
+    assert early["model"] == "test-fixture-random-weights"
+    assert early["state"] in {"loading", "ready"}
+    handle.wait(timeout=180)
+    status = services.model_status(handle)
+    assert (status["state"], status["error"]) == ("ready", None)
+    assert status["load_seconds"] == round(handle.load_seconds, 2) > 0
+    assert services.model_status(None)["state"] == "none"
 
 
 # --- tables -------------------------------------------------------------------------------

@@ -1,0 +1,109 @@
+"""The Streamlit script of the research demo, served by :mod:`app.main` (``streamlit run
+app/main.py`` from the repository root) and run once per page view.
+
+Optional: ``streamlit run app/main.py -- --model PATH`` or ``BCD_MODEL=PATH`` to choose the
+model; otherwise the newest run under ``runs/`` is used, or the user uploads an artifact .zip
+(see :mod:`app.services`). With no model at all, the app opens on the *Get a model* page.
+Tests drive this script directly with Streamlit's ``AppTest``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Streamlit puts app/ (not the repository root) on sys.path; the app imports the `app` and
+# `model` packages from the root.
+_REPO_ROOT = str(Path(__file__).resolve().parents[1])
+if _REPO_ROOT not in sys.path:
+    sys.path.insert(0, _REPO_ROOT)
+
+import streamlit as st  # noqa: E402
+from streamlit.runtime.uploaded_file_manager import UploadedFile  # noqa: E402
+
+from app import components, state  # noqa: E402
+from app.runtime_fixes import keep_keras_session  # noqa: E402
+from app.state import ModelContext  # noqa: E402
+
+# Before anything else runs: Streamlit would otherwise reset Keras after every script run.
+keep_keras_session()
+
+MODEL_UPLOAD_LIMIT_MB = 300  # an artifact .zip is ~100 MB (~220 MB with the "flatten" head)
+
+
+def main() -> None:
+    """Pick the model, draw the sidebar and the notice, and run the selected page."""
+    st.set_page_config(
+        page_title="BreakHis ResNet-50 · research demo",
+        page_icon=":material/biotech:",
+        layout="wide",
+    )
+    configured = state.configured_model()
+    with st.sidebar:
+        upload = _model_upload(expanded=configured[1] is None)
+    context = state.model_context(upload, configured)
+    with st.sidebar:
+        _model_status(context)
+
+    state.set_current_context(context)
+    usable = context.handle is not None and context.handle.error is None
+    onboarding = st.Page(
+        "views/get_model.py",
+        title="Get a model",
+        icon=":material/school:",
+        url_path="get-a-model",
+        default=not usable,
+    )
+    classify = st.Page(
+        "views/classify.py",
+        title="Classify",
+        icon=":material/biotech:",
+        url_path="classify",
+        default=usable,
+    )
+    if usable:
+        pages = [
+            classify,
+            st.Page(
+                "views/model_card.py",
+                title="Model card",
+                icon=":material/description:",
+                url_path="model-card",
+            ),
+            onboarding,
+        ]
+    else:
+        pages = [onboarding]
+    page = st.navigation(pages)
+    components.header(context)
+    page.run()
+
+
+def _model_upload(expanded: bool) -> UploadedFile | None:
+    with st.expander("Use another model (.zip)", expanded=expanded, icon=":material/upload:"):
+        return st.file_uploader(
+            "Model artifact (.zip with model.keras and model_card.json)",
+            type=["zip"],
+            key="model_zip",
+            max_upload_size=MODEL_UPLOAD_LIMIT_MB,
+            help="Used for your session only. Make one with model.artifact.export_zip.",
+        )
+
+
+def _model_status(context: ModelContext) -> None:
+    handle = context.handle
+    if handle is None:
+        st.caption(":material/block: No model loaded.")
+        return
+    card = handle.card
+    name = card.name if card is not None else "model"
+    if handle.loading:
+        st.caption(f":material/hourglass_top: **{name}**: loading...")
+    elif handle.error is not None:
+        st.caption(f":material/error: **{name}**: could not be loaded (see the page).")
+    else:
+        seconds = f" in {handle.load_seconds:.1f} s" if handle.load_seconds else ""
+        st.caption(f":material/check_circle: **{name}**: ready (loaded{seconds}).")
+
+
+main()

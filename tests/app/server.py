@@ -1,0 +1,87 @@
+"""Starting and stopping a real `streamlit run app/main.py` server for the tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from tests.app.helpers import REPO_ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_streamlit(
+    model: Path | str | None, runs_dir: Path, log: Path, script_args: tuple[str, ...] = ()
+) -> tuple[subprocess.Popen, str]:
+    """`streamlit run app/main.py [-- script_args]` on a free local port, as a user would.
+
+    ``model`` goes into ``BCD_MODEL`` (None: unset); ``runs_dir`` into ``BCD_RUNS_DIR``.
+    """
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if key != "BCD_MODEL"}
+    env.update({"BCD_RUNS_DIR": str(runs_dir), "TF_CPP_MIN_LOG_LEVEL": "2"})
+    if model is not None:
+        env["BCD_MODEL"] = str(model)
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        "app/main.py",
+        "--server.headless",
+        "true",
+        "--server.address",
+        "127.0.0.1",
+        "--server.port",
+        str(port),
+        *(("--", *script_args) if script_args else ()),
+    ]
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            command, cwd=REPO_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT
+        )
+    return process, f"http://127.0.0.1:{port}"
+
+
+def wait_until_healthy(process: subprocess.Popen, url: str, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"streamlit exited early:\n{log.read_text(errors='replace')}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"streamlit did not answer within {timeout} s")
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def get_json(url: str) -> tuple[int, dict[str, Any]]:
+    """Status code and JSON body of a GET (error statuses included)."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
