@@ -41,7 +41,7 @@ from model.artifact import CARD_FILE, MODEL_FILE, read_card, read_card_from_zip
 from model.breakhis import MAGNIFICATIONS as MAGNIFICATION_POWERS
 from model.breakhis import BreakHisName, read_breakhis_filename
 from model.card import ModelCard
-from model.config import COARSE_LAYER
+from model.config import COARSE_LAYER, label_of
 from model.errors import (
     ArtifactError,
     ImageError,
@@ -639,7 +639,7 @@ def aggregate_cases(table: pd.DataFrame, threshold: float) -> pd.DataFrame:
                 "min_probability": float(probabilities.min()),
                 "max_probability": float(probabilities.max()),
                 "malignant_images": f"{int((probabilities >= threshold).sum())}/{len(group)}",
-                "label": "malignant" if mean >= threshold else "benign",
+                "label": label_of(mean, threshold),
             }
         )
     return pd.DataFrame(rows, columns=list(CASE_COLUMNS))

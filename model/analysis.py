@@ -22,7 +22,7 @@ import numpy as np
 
 from model.artifact import LoadedArtifact, load_artifact
 from model.card import ModelCard
-from model.config import COARSE_LAYER, LABELS
+from model.config import COARSE_LAYER, label_of
 from model.explainer import CamMethod, Explainer, Target
 from model.overlay import DEFAULT_COLORMAP, DEFAULT_OPACITY, colorize, overlay, upsample_heatmap
 from model.predictor import Predictor, TTAResult
@@ -98,7 +98,7 @@ class Analyzer:
         return ImageAnalysis(
             image=decoded,
             probability=probability,
-            label=LABELS[int(probability >= self.card.threshold)],
+            label=label_of(probability, self.card.threshold),
             threshold=self.card.threshold,
             cam=explanation.heatmaps[0],
             method=method,

@@ -75,7 +75,7 @@ def save_artifact(model: keras.Model, card: ModelCard, directory: str | Path) ->
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
         model.save(staging / MODEL_FILE, include_optimizer=False)
-        digest = _sha256(staging / MODEL_FILE)
+        digest = file_sha256(staging / MODEL_FILE)
         card = replace(card, model_sha256=digest)
         (staging / CARD_FILE).write_text(card.to_json() + "\n", encoding="utf-8")
         if directory.exists():
@@ -206,7 +206,7 @@ def _load(card_bytes: bytes, model_path: Path, source: str) -> LoadedArtifact:
     import keras
 
     card = _parse_card(card_bytes, source)
-    if card.model_sha256 and _sha256(model_path) != card.model_sha256:
+    if card.model_sha256 and file_sha256(model_path) != card.model_sha256:
         raise ArtifactCorruptError(
             f"{MODEL_FILE} in {source} does not match the checksum in its model card: the "
             "file is damaged, truncated or was replaced. Re-export the model."
@@ -262,9 +262,15 @@ def _check_fits_card(model: keras.Model, card: ModelCard, source: str) -> None:
         )
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks (artifacts, downloaded archives).
+
+    Example:
+        >>> file_sha256("runs/quick/model/model.keras")  # doctest: +SKIP
+        'e3b0c442...'
+    """
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    with Path(path).open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()

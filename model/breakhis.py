@@ -21,8 +21,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
-CLASS_NAMES: dict[int, str] = {0: "benign", 1: "malignant"}
-"""Label encoding (the same as :data:`model.config.LABELS`): benign 0, malignant 1."""
+from model.config import LABELS
+
+CLASS_NAMES: dict[int, str] = LABELS
+"""Label encoding (:data:`model.config.LABELS`): benign 0, malignant 1."""
 
 CLASS_CODES: dict[str, int] = {"B": 0, "M": 1}
 """Class letter in a BreakHis file name -> label."""

@@ -19,6 +19,17 @@ from typing import Any, Literal
 LABELS: dict[int, str] = {0: "benign", 1: "malignant"}
 """Label encoding of the paper: benign 0, malignant 1."""
 
+
+def label_of(probability: float, threshold: float) -> str:
+    """The label a malignancy probability gets at a decision threshold (at it: malignant).
+
+    Example:
+        >>> label_of(0.5, 0.5), label_of(0.49, 0.5)
+        ('malignant', 'benign')
+    """
+    return LABELS[int(probability >= threshold)]
+
+
 # ImageNet channel means in BGR order, as keras.applications.resnet50.preprocess_input
 # ("caffe" mode) subtracts them. Written out so the contract is visible and framework-free.
 IMAGENET_BGR_MEAN: tuple[float, float, float] = (103.939, 116.779, 123.68)

@@ -21,7 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model.config import LABELS, InputSpec
+from model.config import InputSpec, label_of
 from model.preprocessing import DecodedImage, decode_image, to_model_input
 
 
@@ -122,7 +122,7 @@ class Predictor:
 
     def label(self, probability: float) -> str:
         """``"malignant"`` at or above the threshold, else ``"benign"``."""
-        return LABELS[int(probability >= self.threshold)]
+        return label_of(probability, self.threshold)
 
     def _to_input(self, image: bytes | DecodedImage) -> np.ndarray:
         decoded = image if isinstance(image, DecodedImage) else decode_image(image)

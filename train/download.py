@@ -26,7 +26,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import http.client
 import logging
 import os
@@ -41,6 +40,8 @@ from pathlib import Path
 from typing import BinaryIO, TextIO
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
+
+from model.artifact import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -112,20 +113,6 @@ def manual_download_instructions(url: str, dest: str | Path) -> str:
         f"{dest / EXTRACTED_NAME / 'histology_slides' / 'breast'} exists.\n"
         f"Then train with `python -m train.run --data {dest}`."
     )
-
-
-def sha256_of(path: str | Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks.
-
-    Example:
-        >>> sha256_of("BreaKHis_v1.tar.gz")  # doctest: +SKIP
-        'e3b0c442...'
-    """
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while chunk := stream.read(_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _human_bytes(count: float) -> str:
@@ -338,7 +325,7 @@ def _finish_download(
         )
     if expected_sha256:
         logger.info("Checking SHA-256 of %s", part)
-        actual = sha256_of(part)
+        actual = file_sha256(part)
         if actual.lower() != expected_sha256.strip().lower():
             part.unlink()
             raise ChecksumError(
@@ -438,7 +425,7 @@ def fetch_breakhis(
                 f"{archive} has {archive.stat().st_size} bytes, expected {expected_size}. "
                 "Delete it and run again."
             )
-        if expected_sha256 and sha256_of(archive) != expected_sha256.strip().lower():
+        if expected_sha256 and file_sha256(archive) != expected_sha256.strip().lower():
             raise ChecksumError(f"{archive} fails the SHA-256 check. Delete it and run again.")
     else:
         logger.info("Downloading %s to %s", url, archive)

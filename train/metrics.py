@@ -686,3 +686,18 @@ def evaluate_predictions(
             confidence=confidence,
         )
     return report
+
+
+def mean_sd(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation of the defined values (sd 0 for one value), as the
+    run's summaries compute them.
+
+    Example:
+        >>> mean_sd([0.9, 1.0, None])
+        (0.95, 0.07071067811865474)
+    """
+    defined = [float(v) for v in values if v is not None]
+    if not defined:
+        return None, None
+    sd = float(np.std(defined, ddof=1)) if len(defined) > 1 else 0.0
+    return float(np.mean(defined)), sd

@@ -46,7 +46,7 @@ from model.config import InputSpec, ModelConfig
 from model.errors import ModelCoreError
 from model.preprocessing import load_image_file, resize_to_input
 from train.dataset import CLASS_NAMES, parse_breakhis_filename
-from train.metrics import calibration
+from train.metrics import calibration, mean_sd
 
 logger = logging.getLogger(__name__)
 
@@ -245,21 +245,6 @@ def percent(value: float | None, sd: float | None = None) -> str:
         return "—"
     text = f"{100 * value:.1f}%"
     return text if sd is None else f"{text} ± {100 * sd:.1f}"
-
-
-def mean_sd(values: Sequence[float | None]) -> tuple[float | None, float | None]:
-    """Mean and sample standard deviation of the defined values (sd 0 for one value), as the
-    run's summaries compute them.
-
-    Example:
-        >>> mean_sd([0.9, 1.0, None])
-        (0.95, 0.07071067811865474)
-    """
-    defined = [float(v) for v in values if v is not None]
-    if not defined:
-        return None, None
-    sd = float(np.std(defined, ddof=1)) if len(defined) > 1 else 0.0
-    return float(np.mean(defined)), sd
 
 
 def _mean_sd_text(values: Sequence[float | None]) -> str:

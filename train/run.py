@@ -27,8 +27,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from train.config import PRESETS, TrainConfig, resolve_config
 from train.io import write_text_atomically
 
@@ -217,18 +215,15 @@ def split_options(config: TrainConfig, protocol: str) -> dict[str, Any]:
 def summarise_folds(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean and sample standard deviation of the key metrics over folds."""
     summary: dict[str, Any] = {"folds": len(results)}
-    for key in KEY_METRICS:
-        values = [r["metrics"]["image"].get(key) for r in results]
-        values = [v for v in values if v is not None]
-        if values:
-            summary[key] = float(np.mean(values))
-            summary[f"{key}_sd"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    from train.metrics import mean_sd
+
+    columns = {key: [r["metrics"]["image"].get(key) for r in results] for key in KEY_METRICS}
     for key in ("patient_recognition_rate", "patient_vote_accuracy"):
-        values = [r["metrics"].get("patient", {}).get(key) for r in results]
-        values = [v for v in values if v is not None]
-        if values:
-            summary[key] = float(np.mean(values))
-            summary[f"{key}_sd"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+        columns[key] = [r["metrics"].get("patient", {}).get(key) for r in results]
+    for key, values in columns.items():
+        mean, sd = mean_sd(values)
+        if mean is not None:
+            summary[key], summary[f"{key}_sd"] = mean, sd
     return summary
 
 
