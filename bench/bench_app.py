@@ -49,16 +49,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from tests.app.server import CHROMIUM, CHROMIUM_ARGS, free_port, streamlit_command  # noqa: E402
+
 SAMPLE = REPO_ROOT.parent / "shared" / "breakhis-sample" / "BreaKHis_v1"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TARGETS = {
     "cold_start_s": 6.0,
     "per_image_ms": 150.0,
@@ -109,31 +102,6 @@ def make_test_artifact(folder: Path) -> Path:
 
 
 # --- phase: real server + Chromium --------------------------------------------------------
-def streamlit_command(script: str, port: int, *script_args: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        script,
-        "--server.headless",
-        "true",
-        "--server.address",
-        "127.0.0.1",
-        "--server.port",
-        str(port),
-        *(("--", *script_args) if script_args else ()),
-    ]
-
-
-def free_local_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def wait_healthy(url: str, started: float, timeout: float = 120) -> None:
     import urllib.request
 
@@ -169,7 +137,7 @@ def measure_streamlit_floor(browser: Any) -> dict[str, float]:
     folder = Path(tempfile.mkdtemp(prefix="bench-floor-"))
     script = folder / "hello.py"
     script.write_text('import streamlit as st\nst.write("floor-ready")\n', encoding="utf-8")
-    port = free_local_port()
+    port = free_port()
     page = browser.new_page()
     started = time.perf_counter()
     server = subprocess.Popen(
@@ -213,7 +181,7 @@ def phase_browser(model: Path, uploads: int) -> dict[str, Any]:
     if not CHROMIUM.exists():
         return {"skipped": f"no Chromium at {CHROMIUM}"}
     images = sample_images()
-    port = free_local_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     runs = Path(tempfile.mkdtemp(prefix="bench-runs-"))
     env = {**os.environ, "BCD_MODEL": str(model), "BCD_RUNS_DIR": str(runs)}

@@ -15,6 +15,35 @@ from typing import Any
 
 from tests.app.helpers import REPO_ROOT
 
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+"""Debian's Chromium and the flags it needs on these machines (no sandbox, no GPU)."""
+
+
+def streamlit_command(script: str, port: int, *script_args: str) -> list[str]:
+    """`streamlit run SCRIPT` headless on 127.0.0.1:PORT, with ``-- script_args`` if any."""
+    return [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        script,
+        "--server.headless",
+        "true",
+        "--server.address",
+        "127.0.0.1",
+        "--server.port",
+        str(port),
+        *(("--", *script_args) if script_args else ()),
+    ]
+
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -34,20 +63,7 @@ def start_streamlit(
     env.update({"BCD_RUNS_DIR": str(runs_dir), "TF_CPP_MIN_LOG_LEVEL": "2"})
     if model is not None:
         env["BCD_MODEL"] = str(model)
-    command = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        "app/main.py",
-        "--server.headless",
-        "true",
-        "--server.address",
-        "127.0.0.1",
-        "--server.port",
-        str(port),
-        *(("--", *script_args) if script_args else ()),
-    ]
+    command = streamlit_command("app/main.py", port, *script_args)
     with log.open("wb") as output:
         process = subprocess.Popen(
             command, cwd=REPO_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT

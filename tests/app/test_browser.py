@@ -15,19 +15,16 @@ from pathlib import Path
 import pytest
 
 from tests.app.helpers import REPO_ROOT
-from tests.app.server import start_streamlit, stop, wait_until_healthy
+from tests.app.server import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    start_streamlit,
+    stop,
+    wait_until_healthy,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 IMAGE_NAME = "SOB_M_DC-14-2523-40-010.png"
 DOCS_SCREENSHOT = REPO_ROOT / "docs" / "screenshots" / "app.png"
 
