@@ -219,9 +219,6 @@ def phase_browser(model: Path, uploads: int) -> dict[str, Any]:
             watcher.join(timeout=30)
             result["model_ready_reported_s"] = round(ready_at[0], 2) if ready_at else None
             result["rss_after_first_result_mb"] = round(rss_mb(server.pid), 1)
-            status = page.locator("[data-testid='stSidebar']").inner_text()
-            loaded = [line for line in status.splitlines() if "loaded in" in line]
-            result["model_load_reported"] = loaded[0].strip() if loaded else None
 
             latencies, server_side = [], []
             for index in range(uploads):
