@@ -9,7 +9,11 @@ the first page is opened. The server answers at once either way: loading never b
 
 ``GET /api/model`` tells a deployment whether the model is ready (readiness probe):
 ``{"state": "ready", "model": "...", "load_seconds": 9.8, "error": null}``; ``state`` is
-``none``, ``loading``, ``ready`` or ``failed``.
+``none``, ``loading``, ``ready`` or ``failed``. It reports the model loaded at server start
+(a model re-trained later is picked up by the pages, not by this endpoint).
+
+The same object runs under any ASGI server, e.g. ``uvicorn app.main:app`` from the repository
+root (the model then comes from ``BCD_MODEL`` or ``runs/``: there is no ``-- --model``).
 """
 
 from __future__ import annotations
@@ -45,10 +49,17 @@ async def lifespan(_app: st.App) -> AsyncIterator[None]:
     yield
 
 
-async def model_status(_request: Request) -> JSONResponse:
-    """Whether the server's model is loaded: 200 when ready, 503 otherwise."""
-    status = state.configured_model_status()
+def model_status(_request: Request) -> JSONResponse:
+    """Whether the model preloaded at server start is ready: 200 when it is, 503 otherwise.
+
+    Reads the handle only (never starts a load); a plain function, so Starlette runs it in a
+    worker thread.
+    """
+    status = state.server_model_status()
     return JSONResponse(status, status_code=200 if status["state"] == "ready" else 503)
 
 
 app = st.App(UI_SCRIPT, lifespan=lifespan, routes=[Route(MODEL_STATUS_PATH, model_status)])
+
+if __name__ == "__main__":  # `python app/main.py` works too (Streamlit's own server)
+    app.run()

@@ -84,10 +84,22 @@ def model_argument(argv: Sequence[str]) -> str | None:
     """The ``--model PATH`` given after ``--`` to ``streamlit run``, if any.
 
     Other arguments are ignored (under pytest ``sys.argv`` holds pytest's own).
+
+    Raises:
+        ValueError: ``--model`` without a path (argparse would exit the server instead).
+
+    Example:
+        >>> model_argument(["--model", "runs/quick"]), model_argument(["--model=runs/a"])
+        ('runs/quick', 'runs/a')
     """
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
     parser.add_argument("--model", default=None)
-    known, _ = parser.parse_known_args(list(argv))
+    try:
+        known, _ = parser.parse_known_args(list(argv))
+    except argparse.ArgumentError as error:
+        raise ValueError(
+            "--model needs a path: `streamlit run app/main.py -- --model runs/<name>`"
+        ) from error
     return known.model or None
 
 
@@ -104,10 +116,12 @@ def find_newest_run(runs_dir: Path) -> Path | None:
     A run folder is one that ``python -m train.run`` completed: it holds ``model/`` with a
     model card. Half-written runs (no card yet) are skipped.
     """
-    if not runs_dir.is_dir():
+    try:
+        candidates = list(runs_dir.iterdir()) if runs_dir.is_dir() else []
+    except OSError:  # unreadable: as if there were no runs (the app then offers onboarding)
         return None
     newest: tuple[int, str, Path] | None = None
-    for candidate in runs_dir.iterdir():
+    for candidate in candidates:
         card = candidate / "model" / CARD_FILE
         try:
             if not candidate.is_dir() or candidate.name.startswith(".") or not card.is_file():

@@ -58,7 +58,10 @@ def _handle_for_upload(digest: str, file_name: str, _upload: UploadedFile) -> Mo
 
 def configured_model() -> tuple[ModelSource | None, ModelHandle | None]:
     """The server's model (command line, ``BCD_MODEL`` or newest run) and its shared handle."""
-    source = services.resolve_model_source(argv=sys.argv[1:])
+    try:
+        source = services.resolve_model_source(argv=sys.argv[1:])
+    except ValueError as error:  # a malformed --model: shown as the model's loading error
+        return None, ModelHandle.failed_with("--model", error)
     if source is None:
         return None, None
     handle = _handle_for_source(
@@ -67,19 +70,32 @@ def configured_model() -> tuple[ModelSource | None, ModelHandle | None]:
     return source, handle
 
 
+_SERVER_MODEL: list[ModelHandle | None] = []  # the handle preloaded at server start, if any
+
+
 def preload_configured_model() -> ModelHandle | None:
     """Start loading the server's model before any session asks for it (at server start).
 
     The handle goes into the same ``st.cache_resource`` entry that :func:`configured_model`
-    reads, so the first session finds the model loading or loaded. A model that cannot be
-    found or read is not an error here: the sessions show the message.
+    reads, so the first session finds the model loading or loaded, and is kept for
+    :func:`server_model_status`. Never raises: a model that cannot be found or read becomes a
+    failed handle, whose message the sessions and ``/api/model`` show.
     """
-    return configured_model()[1]
+    try:
+        handle = configured_model()[1]
+    except Exception as error:  # e.g. an unreadable artifact folder; the server must start
+        handle = ModelHandle.failed_with("server model", error)
+    _SERVER_MODEL[:] = [handle]
+    return handle
 
 
-def configured_model_status() -> dict[str, Any]:
-    """The server model's loading state (see :func:`app.services.model_status`)."""
-    return services.model_status(configured_model()[1])
+def server_model_status() -> dict[str, Any]:
+    """Loading state of the model preloaded at server start (see
+    :func:`app.services.model_status`); ``"none"`` when there is none or nothing was preloaded.
+
+    Only reads: asking never starts a load (a readiness probe polls this).
+    """
+    return services.model_status(_SERVER_MODEL[0] if _SERVER_MODEL else None)
 
 
 def uploaded_model(upload: UploadedFile | None) -> ModelHandle | None:
@@ -106,12 +122,12 @@ def model_context(
 
 
 def set_current_context(context: ModelContext) -> None:
-    """Remember this run's model choice for the page script that main.py runs next."""
+    """Remember this run's model choice for the page script that ui.py runs next."""
     st.session_state[_CONTEXT] = context
 
 
 def current_context() -> ModelContext:
-    """The model choice main.py made in this run (a page run alone finds none)."""
+    """The model choice ui.py made in this run (a page run alone finds none)."""
     context = st.session_state.get(_CONTEXT)
     return context if isinstance(context, ModelContext) else ModelContext(None, None)
 

@@ -1,5 +1,5 @@
 """The Streamlit script of the research demo, served by :mod:`app.main` (``streamlit run
-app/main.py`` from the repository root) and run once per page view.
+app/main.py`` from the repository root) and run on every page view and interaction.
 
 Optional: ``streamlit run app/main.py -- --model PATH`` or ``BCD_MODEL=PATH`` to choose the
 model; otherwise the newest run under ``runs/`` is used, or the user uploads an artifact .zip

@@ -8,6 +8,10 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's default, made explicit: the app turns oneDNN off for its process when the choice
+# is left open (app/process.py), which would otherwise make the suite's TensorFlow (and its
+# subprocesses) depend on which test happens to import TensorFlow first.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BREAKHIS_SAMPLE = REPO_ROOT.parent / "shared" / "breakhis-sample"

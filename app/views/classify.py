@@ -37,7 +37,7 @@ def render(context: ModelContext) -> None:
     """The main page."""
     st.title("Classify images")
     handle = context.handle
-    if handle is None:  # main.py routes to onboarding; kept for safety
+    if handle is None:  # ui.py routes to onboarding; kept for safety
         st.info("No model is loaded: see *Get a model*.", icon=":material/info:")
         return
     if handle.loading:
@@ -389,5 +389,5 @@ def _escape_markdown(text: str) -> str:
     return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
 
 
-if __name__ == "__main__":  # run as a page by st.navigation in app/main.py
+if __name__ == "__main__":  # run as a page by st.navigation in app/ui.py
     render(state.current_context())

@@ -77,5 +77,5 @@ def render(context: ModelContext) -> None:
     )
 
 
-if __name__ == "__main__":  # run as a page by st.navigation in app/main.py
+if __name__ == "__main__":  # run as a page by st.navigation in app/ui.py
     render(state.current_context())

@@ -58,5 +58,5 @@ def _facts_table(rows: list[tuple[str, str]]) -> None:
     )
 
 
-if __name__ == "__main__":  # run as a page by st.navigation in app/main.py
+if __name__ == "__main__":  # run as a page by st.navigation in app/ui.py
     render(state.current_context())

@@ -1,4 +1,5 @@
-"""Starting and stopping a real `streamlit run app/main.py` server for the tests."""
+"""Starting and stopping a real `streamlit run app/main.py` server, for the tests and the app
+benchmark (standard library only, so the benchmark does not load the test helpers)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.app.helpers import REPO_ROOT
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -43,7 +43,7 @@ def test_model_loads_at_server_start_before_any_visitor(
     try:
         wait_until_healthy(process, url, log, timeout=90)
         # No page is ever opened: only the lifespan can have started the loading.
-        answers = poll_model(url, until={"ready", "failed"}, timeout=180)
+        answers = poll_model(url, until={"ready", "failed", "none"}, timeout=180)
         code, body = answers[-1]
         assert (code, body["state"], body["error"]) == (200, "ready", None)
         assert body["model"] == "test-fixture-random-weights"
@@ -66,6 +66,20 @@ def test_a_missing_model_is_reported_and_the_server_keeps_serving(tmp_path: Path
         assert body["error"] == f"model artifact not found: {missing}"
         assert get_json(f"{url}/api/model")[0] == 503  # asked again: same answer, still up
         assert process.poll() is None
+    finally:
+        stop(process)
+
+
+@pytest.mark.slow
+def test_a_bare_model_flag_is_reported_not_fatal(tmp_path: Path) -> None:
+    # argparse would exit the process on `-- --model` with no path; the server must start
+    log = tmp_path / "streamlit.log"
+    process, url = start_streamlit(None, tmp_path, log, script_args=("--model",))
+    try:
+        wait_until_healthy(process, url, log, timeout=90)
+        code, body = poll_model(url, until={"failed"}, timeout=30)[-1]
+        assert code == 503
+        assert "--model needs a path" in body["error"]
     finally:
         stop(process)
 

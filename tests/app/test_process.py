@@ -10,6 +10,8 @@ import pytest
 
 from tests.app.helpers import REPO_ROOT
 
+ONEDNN_ON_MESSAGE = "oneDNN custom operations are on"  # TensorFlow logs it at import
+
 PROBE = """
 import os, sys
 from app.process import prefer_lean_tensorflow
@@ -61,8 +63,41 @@ print(released, round(before - rss_mb()))
 )
 def test_freed_heap_memory_goes_back_to_the_system() -> None:
     completed = subprocess.run(
-        [sys.executable, "-c", TRIM_PROBE], cwd=REPO_ROOT, capture_output=True, text=True
+        [sys.executable, "-c", TRIM_PROBE],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     released, dropped_mb = completed.stdout.split()
     assert released == "True"
     assert int(dropped_mb) >= 50
+
+
+def _run_python(code: str) -> subprocess.CompletedProcess:
+    """``code`` in a fresh interpreter with no oneDNN choice and TensorFlow's info logs on."""
+    env = {key: value for key, value in os.environ.items() if key != "TF_ENABLE_ONEDNN_OPTS"}
+    completed = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        env={**env, "TF_CPP_MIN_LOG_LEVEL": "0"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return completed
+
+
+@pytest.mark.slow
+def test_the_app_loader_imports_tensorflow_with_onednn_off(trained_artifact) -> None:
+    # control: TensorFlow says so when oneDNN is on, so the check below can fail
+    assert ONEDNN_ON_MESSAGE in _run_python("import tensorflow").stderr
+    load = (
+        "from pathlib import Path\n"
+        "from app.services import load_analyzer\n"
+        f"load_analyzer(Path({str(trained_artifact)!r}))\n"
+        "import os; print(os.environ['TF_ENABLE_ONEDNN_OPTS'])\n"
+    )
+    loaded = _run_python(load)
+    assert ONEDNN_ON_MESSAGE not in loaded.stderr
+    assert loaded.stdout.strip().endswith("0")

@@ -198,3 +198,9 @@ def test_formatting_helpers() -> None:
         "SOB_M_DC-14-2523-40-010_overlay.png"
     )
     assert services.input_description(trained_card()).startswith("144x96 px RGB")
+
+
+def test_a_bare_model_flag_is_a_clear_error_not_an_exit() -> None:
+    with pytest.raises(ValueError, match="--model needs a path"):
+        services.resolve_model_source(["--model"], {})
+    assert services.model_argument(["--model=runs/a", "--other"]) == "runs/a"
