@@ -49,7 +49,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tests.app.server import CHROMIUM, CHROMIUM_ARGS, free_port, streamlit_command  # noqa: E402
+from tests.app.server import (  # noqa: E402
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    free_port,
+    streamlit_command,
+    wait_until_healthy,
+)
 
 SAMPLE = REPO_ROOT.parent / "shared" / "breakhis-sample" / "BreaKHis_v1"
 TARGETS = {
@@ -102,20 +108,6 @@ def make_test_artifact(folder: Path) -> Path:
 
 
 # --- phase: real server + Chromium --------------------------------------------------------
-def wait_healthy(url: str, started: float, timeout: float = 120) -> None:
-    import urllib.request
-
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.05)
-        if time.perf_counter() - started > timeout:
-            raise TimeoutError("server did not start")
-
-
 def tensorflow_import_s() -> float:
     """Seconds for a fresh interpreter to ``import tensorflow`` (the app's unavoidable part)."""
     began = time.perf_counter()
@@ -147,7 +139,7 @@ def measure_streamlit_floor(browser: Any) -> dict[str, float]:
         stderr=subprocess.STDOUT,
     )
     try:
-        wait_healthy(f"http://127.0.0.1:{port}", started)
+        wait_until_healthy(server, f"http://127.0.0.1:{port}", timeout=120, interval=0.05)
         healthy = time.perf_counter() - started
         page.goto(f"http://127.0.0.1:{port}")
         page.get_by_text("floor-ready").wait_for(timeout=60_000)
@@ -206,7 +198,7 @@ def phase_browser(model: Path, uploads: int) -> dict[str, Any]:
             target=_watch_model_ready, args=(url, started, ready_at), daemon=True
         )
         try:
-            wait_healthy(url, started)
+            wait_until_healthy(server, url, timeout=120, interval=0.05)
             watcher.start()
             result["server_healthy_s"] = round(time.perf_counter() - started, 2)
             page.goto(url)

@@ -72,17 +72,25 @@ def start_streamlit(
     return process, f"http://127.0.0.1:{port}"
 
 
-def wait_until_healthy(process: subprocess.Popen, url: str, log: Path, timeout: float) -> None:
+def wait_until_healthy(
+    process: subprocess.Popen,
+    url: str,
+    timeout: float,
+    log: Path | None = None,
+    interval: float = 0.2,
+) -> None:
+    """Until Streamlit's health check answers; raise (with the server's log) if it exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"streamlit exited early:\n{log.read_text(errors='replace')}")
+            output = log.read_text(errors="replace") if log is not None else "(no log kept)"
+            raise RuntimeError(f"streamlit exited early:\n{output}")
         try:
             with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
                 if response.status == 200:
                     return
         except OSError:
-            time.sleep(0.2)
+            time.sleep(interval)
     raise TimeoutError(f"streamlit did not answer within {timeout} s")
 
 

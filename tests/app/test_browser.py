@@ -46,7 +46,7 @@ def app_url(
     log = folder / "streamlit.log"
     process, url = start_streamlit(trained_artifact, folder / "runs", log)
     try:
-        wait_until_healthy(process, url, log, timeout=90)
+        wait_until_healthy(process, url, timeout=90, log=log)
         yield url
     finally:
         stop(process)

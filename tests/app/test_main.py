@@ -41,7 +41,7 @@ def test_model_loads_at_server_start_before_any_visitor(
     log = tmp_path / "streamlit.log"
     process, url = start_streamlit(trained_artifact, tmp_path, log)
     try:
-        wait_until_healthy(process, url, log, timeout=90)
+        wait_until_healthy(process, url, timeout=90, log=log)
         # No page is ever opened: only the lifespan can have started the loading.
         answers = poll_model(url, until={"ready", "failed", "none"}, timeout=180)
         code, body = answers[-1]
@@ -60,7 +60,7 @@ def test_a_missing_model_is_reported_and_the_server_keeps_serving(tmp_path: Path
     missing = tmp_path / "no-such-model"
     process, url = start_streamlit(None, tmp_path, log, script_args=("--model", str(missing)))
     try:
-        wait_until_healthy(process, url, log, timeout=90)
+        wait_until_healthy(process, url, timeout=90, log=log)
         code, body = poll_model(url, until={"failed"}, timeout=30)[-1]
         assert code == 503
         assert body["error"] == f"model artifact not found: {missing}"
@@ -76,7 +76,7 @@ def test_a_bare_model_flag_is_reported_not_fatal(tmp_path: Path) -> None:
     log = tmp_path / "streamlit.log"
     process, url = start_streamlit(None, tmp_path, log, script_args=("--model",))
     try:
-        wait_until_healthy(process, url, log, timeout=90)
+        wait_until_healthy(process, url, timeout=90, log=log)
         code, body = poll_model(url, until={"failed"}, timeout=30)[-1]
         assert code == 503
         assert "--model needs a path" in body["error"]
@@ -89,7 +89,7 @@ def test_no_model_at_all_is_state_none(tmp_path: Path) -> None:
     log = tmp_path / "streamlit.log"
     process, url = start_streamlit(None, tmp_path, log)  # empty runs dir, no BCD_MODEL
     try:
-        wait_until_healthy(process, url, log, timeout=90)
+        wait_until_healthy(process, url, timeout=90, log=log)
         assert get_json(f"{url}/api/model") == (
             503,
             {"state": "none", "model": None, "load_seconds": None, "error": None},
