@@ -114,7 +114,7 @@ def main() -> None:
     xla_predictor = Predictor(model, spec, jit_compile=True)
 
     def fused() -> None:
-        analyzer.analyze(decoded).overlay()
+        analyzer.analyze(decoded).overlay(decoded.pixels)
 
     results = {
         "(a) decode + preprocess": median_ms(

@@ -1,15 +1,20 @@
-"""One call from image bytes to probability, label and Grad-CAM: the service the app uses.
+"""One call from an image to probability, label and Grad-CAM: the service the app uses.
 
 :class:`Analyzer` holds a loaded artifact with its :class:`~model.predictor.Predictor` and
 :class:`~model.explainer.Explainer`; it is built once per model and shared by every session.
 With plain Grad-CAM the probability and the map come from the same forward pass.
 
+The result (:class:`ImageAnalysis`) holds no pixels: the caller already has the decoded image
+and draws the map over it (:meth:`ImageAnalysis.overlay`), so a session with many results
+keeps only their small maps.
+
 Example:
     >>> analyzer = Analyzer(load_artifact("runs/paper-2026/model"))
-    >>> result = analyzer.analyze(open("SOB_M_DC-14-2523-40-010.png", "rb").read())
+    >>> image = decode_image(open("SOB_M_DC-14-2523-40-010.png", "rb").read())
+    >>> result = analyzer.analyze(image)
     >>> result.label, round(result.probability, 3), result.cam.shape
     ('malignant', 0.973, (3, 5))
-    >>> result.overlay(opacity=0.4).shape   # original size
+    >>> result.overlay(image.pixels, opacity=0.4).shape   # original size
     (460, 700, 3)
 """
 
@@ -22,8 +27,8 @@ import numpy as np
 
 from model.artifact import LoadedArtifact, load_artifact
 from model.card import ModelCard
-from model.config import COARSE_LAYER, label_of
-from model.explainer import CamMethod, Explainer, Target
+from model.config import COARSE_LAYER, CamMethod, Target, label_of
+from model.explainer import Explainer
 from model.overlay import DEFAULT_COLORMAP, DEFAULT_OPACITY, colorize, overlay, upsample_heatmap
 from model.predictor import Predictor, TTAResult
 from model.preprocessing import DecodedImage, decode_image, to_model_input
@@ -31,33 +36,38 @@ from model.preprocessing import DecodedImage, decode_image, to_model_input
 
 @dataclass(frozen=True)
 class ImageAnalysis:
-    """The result for one image. ``cam`` is at the layer's resolution; the overlay methods
-    bring it to the original image size."""
+    """The model's result for one image, without the image itself.
 
-    image: DecodedImage
+    ``cam`` is at the layer's resolution (e.g. 3x5), values in [0, 1]; the drawing methods
+    bring it to the size of the image they are given.
+    """
+
     probability: float
     label: str
     threshold: float
     cam: np.ndarray
-    method: str
+    method: CamMethod
     layer: str
     target: str
     tta: TTAResult | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
 
-    def heatmap(self) -> np.ndarray:
-        """The map upsampled to the original image size, values in [0, 1]."""
-        return upsample_heatmap(self.cam, (self.image.height, self.image.width))
+    def heatmap(self, size: tuple[int, int]) -> np.ndarray:
+        """The map upsampled to ``size`` = (height, width), values in [0, 1]."""
+        return upsample_heatmap(self.cam, size)
 
-    def heatmap_rgb(self, colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
+    def heatmap_rgb(self, size: tuple[int, int], colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
         """The upsampled map as a colour image (uint8)."""
-        return colorize(self.heatmap(), colormap)
+        return colorize(self.heatmap(size), colormap)
 
     def overlay(
-        self, opacity: float = DEFAULT_OPACITY, colormap: str = DEFAULT_COLORMAP
+        self,
+        pixels: np.ndarray,
+        opacity: float = DEFAULT_OPACITY,
+        colormap: str = DEFAULT_COLORMAP,
     ) -> np.ndarray:
-        """The map blended over the original image (uint8, original size)."""
-        return overlay(self.image.pixels, self.cam, opacity, colormap)
+        """The map blended over ``pixels`` (the analysed image, uint8 RGB), at their size."""
+        return overlay(pixels, self.cam, opacity, colormap)
 
 
 class Analyzer:
@@ -96,7 +106,6 @@ class Analyzer:
         explanation = self.explainer.explain(inputs, method, layer, target)
         probability = float(explanation.probabilities[0])
         return ImageAnalysis(
-            image=decoded,
             probability=probability,
             label=label_of(probability, self.card.threshold),
             threshold=self.card.threshold,

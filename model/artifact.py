@@ -21,11 +21,8 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-import os
-import shutil
 import tempfile
 import zipfile
 import zlib
@@ -40,12 +37,24 @@ from model.errors import (
     ArtifactIncompatibleError,
     ArtifactNotFoundError,
 )
+from model.files import file_sha256, staged_directory
+from model.runs import CARD_FILE, MODEL_FILE, is_run_with_model, served_model_dir
 
 if TYPE_CHECKING:  # Keras is imported where a network is read or written, so that reading
-    import keras  # a card stays cheap (no TensorFlow import: ~5 s on a small CPU).
+    import keras  # a card stays cheap (no TensorFlow import).
 
-MODEL_FILE = "model.keras"
-CARD_FILE = "model_card.json"
+__all__ = [
+    "CARD_FILE",
+    "MODEL_FILE",
+    "LoadedArtifact",
+    "export_zip",
+    "file_sha256",
+    "load_artifact",
+    "load_artifact_bytes",
+    "read_card",
+    "read_card_from_zip",
+    "save_artifact",
+]
 MAX_MODEL_BYTES = 2 * 1024**3  # a ResNet-50 artifact is ~100 MB (~220 MB with flatten pooling)
 MAX_CARD_BYTES = 10 * 1024**2
 
@@ -71,24 +80,10 @@ def save_artifact(model: keras.Model, card: ModelCard, directory: str | Path) ->
         The artifact folder.
     """
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    with staged_directory(directory) as staging:
         model.save(staging / MODEL_FILE, include_optimizer=False)
-        digest = file_sha256(staging / MODEL_FILE)
-        card = replace(card, model_sha256=digest)
+        card = replace(card, model_sha256=file_sha256(staging / MODEL_FILE))
         (staging / CARD_FILE).write_text(card.to_json() + "\n", encoding="utf-8")
-        if directory.exists():
-            retired = directory.with_name(f".{directory.name}.old")
-            shutil.rmtree(retired, ignore_errors=True)
-            os.replace(directory, retired)
-            os.replace(staging, directory)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return directory
 
 
@@ -170,8 +165,8 @@ def read_card_from_zip(archive_file: bytes | IO[bytes], source: str = "uploaded 
 # --- helpers ------------------------------------------------------------------------------
 def _artifact_folder(path: Path) -> Path:
     """The folder holding the card: ``path`` itself or a run folder's ``model/``."""
-    if path.is_dir() and not (path / CARD_FILE).exists() and (path / "model" / CARD_FILE).exists():
-        return path / "model"  # a run folder written by `python -m train.run`
+    if path.is_dir() and not (path / CARD_FILE).exists() and is_run_with_model(path):
+        return served_model_dir(path)  # a run folder written by `python -m train.run`
     if not path.is_dir():
         raise ArtifactNotFoundError(
             f"{path} is not a model artifact: expected a folder with {MODEL_FILE} and "
@@ -260,17 +255,3 @@ def _check_fits_card(model: keras.Model, card: ModelCard, source: str) -> None:
         raise ArtifactIncompatibleError(
             f"the network in {source} was not built by model.network (no layer {missing[0]!r})"
         )
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks (artifacts, downloaded archives).
-
-    Example:
-        >>> file_sha256("runs/quick/model/model.keras")  # doctest: +SKIP
-        'e3b0c442...'
-    """
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

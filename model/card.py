@@ -3,12 +3,22 @@
 A card travels with the weights (see :mod:`model.artifact`). Serving reads the input size,
 preprocessing and threshold from it; people read how the model was trained and evaluated.
 
+An evaluation (:class:`Evaluation`) is one protocol's test result, typed: which protocol,
+whether its test patients were unseen in training, the metrics with their confidence
+intervals, the threshold and what the test data were. Training builds them
+(:mod:`train.evaluation`); the app, the report and any other reader only read them.
+
 Example:
     >>> card = ModelCard(name="demo")
     >>> card.is_trained
     False
     >>> ModelCard.from_json(card.to_json()) == card
     True
+    >>> card.evaluation["patient"] = Evaluation(
+    ...     protocol="patient", title="Patient-disjoint", patient_disjoint=True,
+    ...     metrics={"accuracy": 0.86, "auc": 0.91}, intervals={"auc": (0.84, 0.96)})
+    >>> ModelCard.from_json(card.to_json()).evaluation["patient"].intervals["auc"]
+    (0.84, 0.96)
 """
 
 from __future__ import annotations
@@ -17,7 +27,7 @@ import json
 import platform
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from model.config import LABELS, ModelConfig
 
@@ -30,6 +40,111 @@ INTENDED_USE = (
     "Research and education only. Not a medical device; not for diagnosis or treatment "
     "decisions. Trained on BreakHis H&E breast-tumour microscopy images (700x460 px, 40X-400X)."
 )
+
+
+EvaluationScope = Literal["model", "protocol"]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One protocol's test result, as it travels in the model card.
+
+    Attributes:
+        protocol: the protocol's registry name (``"patient"``, ``"paper"``...).
+        title: how people name the protocol (``"Patient-disjoint protocol (Spanhol et al.
+            2016)"``).
+        patient_disjoint: True when no test patient has images in training: the only kind
+            of number that estimates how the model does on a new patient.
+        scope: ``"model"``: this very model on its own test split; ``"protocol"``: the mean
+            over the protocol's separately trained folds (it describes the recipe).
+        description: one sentence on how the numbers were obtained.
+        data: what the test data were (images, patients, splits).
+        metrics: scalar metrics by name (image level as ``accuracy``, ``auc``...; patient
+            level prefixed ``patient_``); ``None`` where undefined.
+        spread: sample standard deviation of a metric over folds (``"protocol"`` scope).
+        intervals: ``(low, high)`` confidence interval of a metric (``"model"`` scope).
+        interval_method: how the intervals were computed (e.g. a patient-clustered
+            bootstrap).
+        folds: how many separately trained splits the numbers summarise.
+        threshold, threshold_source: the decision threshold the metrics used and how it
+            was chosen (``"model"`` scope).
+    """
+
+    protocol: str
+    title: str = ""
+    patient_disjoint: bool = False
+    scope: EvaluationScope = "protocol"
+    description: str = ""
+    data: str = ""
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    spread: dict[str, float | None] = field(default_factory=dict)
+    intervals: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    interval_method: str | None = None
+    folds: int = 1
+    threshold: float | None = None
+    threshold_source: str | None = None
+
+    @property
+    def heading(self) -> str:
+        """``"patient: patient-disjoint"`` / ``"paper: test patients also in training"``.
+
+        Example:
+            >>> Evaluation("paper").heading
+            'paper: test patients also in training'
+        """
+        if self.patient_disjoint:
+            return f"{self.protocol}: patient-disjoint"
+        return f"{self.protocol}: test patients also in training"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary (intervals become two-element lists)."""
+        data = asdict(self)
+        data["intervals"] = {name: list(bounds) for name, bounds in self.intervals.items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], protocol: str | None = None) -> Evaluation:
+        """Inverse of :meth:`to_dict`; also reads the untyped entries of cards written before
+        this class existed (``description``, ``patient_disjoint``, ``metrics`` whose ``*_sd``
+        keys held the spread over folds and ``folds`` their number).
+
+        Raises ``TypeError``/``ValueError`` for malformed entries.
+
+        Example:
+            >>> old = {"description": "mean of 5 splits", "patient_disjoint": True,
+            ...        "metrics": {"folds": 5, "accuracy": 0.85, "accuracy_sd": 0.04}}
+            >>> evaluation = Evaluation.from_dict(old, protocol="patient")
+            >>> evaluation.metrics, evaluation.spread, evaluation.folds
+            ({'accuracy': 0.85}, {'accuracy': 0.04}, 5)
+        """
+        data = dict(data)
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise TypeError(f"unknown evaluation fields: {sorted(unknown)}")
+        data.setdefault("protocol", protocol or "")
+        for name in ("metrics", "spread", "intervals"):
+            if not isinstance(data.get(name, {}), dict):
+                raise TypeError(f"evaluation {name} must be a JSON object")
+        metrics = {
+            key: value
+            for key, value in data.get("metrics", {}).items()
+            if value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+        }
+        spread = dict(data.get("spread", {}))
+        if "folds" in metrics and "folds" not in data:  # an untyped entry of an older card
+            data["folds"] = int(metrics["folds"])
+        for key in [key for key in metrics if key == "folds" or key.endswith("_sd")]:
+            value = metrics.pop(key)
+            if key != "folds":
+                spread.setdefault(key[: -len("_sd")], value)
+        data["metrics"], data["spread"] = metrics, spread
+        data["intervals"] = {
+            name: (bounds[0], bounds[1]) for name, bounds in data.get("intervals", {}).items()
+        }
+        if data.get("scope", "protocol") not in ("model", "protocol"):
+            raise ValueError(f"evaluation scope must be 'model' or 'protocol': {data['scope']!r}")
+        return cls(**data)
 
 
 @dataclass
@@ -68,8 +183,8 @@ class ModelCard:
         threshold: decision threshold on the malignancy probability.
         threshold_source: how the threshold was chosen (e.g. "Youden J on validation").
         training: :class:`TrainingInfo`.
-        evaluation: results by protocol name (``"patient"``, ``"paper"``...), each a dict with
-            at least ``description``, ``patient_disjoint`` (bool) and ``metrics``.
+        evaluation: :class:`Evaluation` by name (``"patient"``, ``"paper"``, and the served
+            model's own ``"patient-fold1 (this model)"``...).
         software: versions of the libraries that wrote the model.
         created: ISO-8601 UTC time of writing.
         model_sha256: checksum of the weights file (set by :func:`model.artifact.save_artifact`).
@@ -81,7 +196,7 @@ class ModelCard:
     threshold: float = 0.5
     threshold_source: str = "default 0.5 (not tuned)"
     training: TrainingInfo = field(default_factory=TrainingInfo)
-    evaluation: dict[str, dict[str, Any]] = field(default_factory=dict)
+    evaluation: dict[str, Evaluation] = field(default_factory=dict)
     architecture: str = ARCHITECTURE
     intended_use: str = INTENDED_USE
     software: dict[str, str] = field(default_factory=lambda: software_versions())
@@ -94,10 +209,26 @@ class ModelCard:
         """False when the card says the head was never fitted: outputs mean nothing."""
         return bool(self.training.trained)
 
+    def ordered_evaluations(self) -> list[tuple[str, Evaluation]]:
+        """Evaluations with the patient-disjoint ones first (they are the ones to trust),
+        then by name.
+
+        Example:
+            >>> card = ModelCard(name="demo", evaluation={
+            ...     "paper": Evaluation("paper"),
+            ...     "patient": Evaluation("patient", patient_disjoint=True)})
+            >>> [name for name, _ in card.ordered_evaluations()]
+            ['patient', 'paper']
+        """
+        return sorted(
+            self.evaluation.items(), key=lambda item: (not item[1].patient_disjoint, item[0])
+        )
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["config"] = self.config.to_dict()
         data["labels"] = {str(k): v for k, v in self.labels.items()}
+        data["evaluation"] = {name: entry.to_dict() for name, entry in self.evaluation.items()}
         return data
 
     def to_json(self) -> str:
@@ -132,6 +263,10 @@ class ModelCard:
         data["config"] = ModelConfig.from_dict(data.get("config", {}))
         data["labels"] = {int(k): str(v) for k, v in data.get("labels", LABELS).items()}
         data["training"] = TrainingInfo(**data.get("training", {}))
+        data["evaluation"] = {
+            name: Evaluation.from_dict(entry, protocol=name)
+            for name, entry in data.get("evaluation", {}).items()
+        }
         return cls(**data)
 
     @classmethod

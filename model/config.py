@@ -44,13 +44,20 @@ CAM_LAYERS: dict[str, str] = {
     COARSE_LAYER: "coarse (conv5_block3_out, 3x5 cells)",
     FINE_LAYER: "fine (conv4_block6_out, 6x9 cells)",
 }
-CAM_METHODS: dict[str, str] = {
+CamMethod = Literal["gradcam", "gradcam++", "layercam"]
+"""A class-activation method of :mod:`model.explainer`."""
+CAM_METHODS: dict[CamMethod, str] = {
     "gradcam": "Grad-CAM",
     "gradcam++": "Grad-CAM++",
     "layercam": "LayerCAM",
 }
 """Class-activation methods of :mod:`model.explainer` (key -> display name). Plain data here,
 so a UI can offer them without importing TensorFlow."""
+
+Target = Literal["predicted", "malignant", "benign"]
+"""Whose evidence a map shows: the predicted class (per image, by the threshold) or always the
+malignant / benign one (the benign score is the negated logit)."""
+CAM_TARGETS: tuple[Target, ...] = ("predicted", "malignant", "benign")
 
 
 @dataclass(frozen=True)

@@ -28,19 +28,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from model.config import CAM_LAYERS, CAM_METHODS, COARSE_LAYER, LOGIT_LAYER
+from model.config import CAM_LAYERS, CAM_METHODS, COARSE_LAYER, LOGIT_LAYER, CamMethod, Target
 from model.errors import LayerNotFoundError
 
-__all__ = ["CAM_LAYERS", "CAM_METHODS", "Explainer", "Explanation"]
+__all__ = ["CAM_LAYERS", "CAM_METHODS", "CamMethod", "Explainer", "Explanation", "Target"]
 
-CamMethod = Literal["gradcam", "gradcam++", "layercam"]
-Target = Literal["predicted", "malignant", "benign"]
 _EPSILON = keras.config.epsilon()  # tf-keras-vis normalises with the same epsilon
 
 
@@ -62,7 +59,8 @@ class Explainer:
         model: the classifier (sigmoid output layer preceded by the ``logit`` layer).
         threshold: decides the predicted class when ``target="predicted"``.
         fast_gradcam: use the traced single-pass Grad-CAM instead of tf-keras-vis for
-            ``method="gradcam"`` (same map, about 10x faster on CPU).
+            ``method="gradcam"`` (the same map from one traced pass; timings in
+            docs/benchmarks.md).
 
     The object is safe to share between threads: traced functions and tf-keras-vis objects
     are created once under a lock, and calling them keeps no state.

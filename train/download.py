@@ -41,7 +41,7 @@ from typing import BinaryIO, TextIO
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
-from model.artifact import file_sha256
+from model.files import file_sha256
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from model.config import InputSpec
+from model.files import write_atomically
 from model.preprocessing import load_image_file, normalise, resize_to_input
 
 logger = logging.getLogger(__name__)
@@ -173,13 +173,5 @@ def images_fingerprint(paths: Sequence[str], spec: InputSpec) -> str:
 
 
 def save_array_atomically(target: Path, array: np.ndarray) -> None:
-    """``np.save`` into a temporary file, then rename: a killed process leaves no half file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, suffix=".npy.tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.save(stream, array)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """``np.save`` so that a killed process leaves no half file (see :mod:`model.files`)."""
+    write_atomically(target, lambda stream: np.save(stream, array))

@@ -27,8 +27,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from model.files import write_text_atomically
 from train.config import PRESETS, TrainConfig, resolve_config
-from train.io import write_text_atomically
 
 logger = logging.getLogger("train")
 

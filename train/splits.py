@@ -41,8 +41,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from model.files import write_text_atomically
 from train.dataset import MAGNIFICATIONS, DatasetIndex
-from train.io import write_text_atomically
 
 logger = logging.getLogger(__name__)
 

@@ -35,6 +35,7 @@ import tensorflow as tf
 from model.artifact import save_artifact
 from model.card import ModelCard, TrainingInfo
 from model.config import ModelConfig
+from model.files import write_text_atomically
 from model.network import (
     build_head_model,
     build_model,
@@ -43,7 +44,6 @@ from model.network import (
     feature_extractor,
 )
 from train.config import TrainConfig
-from train.io import write_text_atomically
 from train.metrics import ThresholdChoice, evaluate_predictions, select_threshold
 from train.pipeline import make_dataset, save_array_atomically
 from train.splits import Split

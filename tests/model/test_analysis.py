@@ -7,6 +7,7 @@ import pytest
 
 from model.analysis import Analyzer
 from model.errors import NotAnImageError
+from model.preprocessing import decode_image
 
 
 @pytest.fixture(scope="module")
@@ -15,17 +16,19 @@ def analyzer(artifact_dir) -> Analyzer:
 
 
 def test_real_image_end_to_end(analyzer, breakhis_sample_images):
-    result = analyzer.analyze(breakhis_sample_images[0].read_bytes())
+    image = decode_image(breakhis_sample_images[0].read_bytes())
+    result = analyzer.analyze(image)
     assert 0.0 < result.probability < 1.0
     assert result.threshold == pytest.approx(0.42)  # from the model card
     assert result.label == ("malignant" if result.probability >= 0.42 else "benign")
     assert result.cam.shape == (3, 5)
-    assert result.heatmap().shape == (460, 700)
-    assert result.heatmap_rgb("viridis").shape == (460, 700, 3)
-    overlay = result.overlay(opacity=0.5, colormap="jet")
+    assert result.heatmap((image.height, image.width)).shape == (460, 700)
+    assert result.heatmap_rgb((image.height, image.width), "viridis").shape == (460, 700, 3)
+    overlay = result.overlay(image.pixels, opacity=0.5, colormap="jet")
     assert overlay.shape == (460, 700, 3) and overlay.dtype == np.uint8
-    assert not np.array_equal(overlay, result.image.pixels)
-    assert np.array_equal(result.overlay(opacity=0.0), result.image.pixels)
+    assert not np.array_equal(overlay, image.pixels)
+    assert np.array_equal(result.overlay(image.pixels, opacity=0.0), image.pixels)
+    assert not hasattr(result, "image")  # the result holds no pixels
 
 
 def test_probability_agrees_with_predictor(analyzer, breakhis_sample_images):
