@@ -66,7 +66,7 @@ def ensure_dataset(root: Path, total_images: int = BREAKHIS_IMAGES) -> Path:
     if marker.is_file() and json.loads(marker.read_text()).get("total_images") == total_images:
         return root
     sys.path.insert(0, str(REPO))
-    from tests.train.synthetic import make_synthetic_breakhis
+    from train.synthetic import make_synthetic_breakhis
 
     print(f"generating {total_images} synthetic 700x460 images under {root} (minutes) ...")
     start = time.perf_counter()
@@ -172,8 +172,9 @@ def measure_training_step(steps: int, batch_size: int = 32, warmup: int = 3) -> 
 @dataclass
 class RunTimeline:
     """Seconds since the start at which each stage of a ``train.run`` ended, from its output
-    lines and from the files it writes (polled): the decoded-images cache, every split's
-    ``metrics.json``, the run's ``metrics.json`` (written just before the report)."""
+    lines and from the files it writes (polled, through :mod:`train.run_folder`): the
+    decoded-images cache, every fold's ``metrics.json`` (written when it is complete), the
+    run summary (written just before the report)."""
 
     total: float = 0.0
     returncode: int = 0
@@ -204,7 +205,7 @@ class RunTimeline:
         }
 
     def split_seconds(self) -> dict[str, float]:
-        """Per split: from its ``=== name`` line to its ``metrics.json``."""
+        """Per split: from its ``=== name`` line to its completion."""
         return {
             name: self.split_ends[name] - start
             for name, start in self.split_starts.items()
@@ -235,14 +236,16 @@ def run_train_command(command: list[str], run_dir: Path) -> RunTimeline:
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    cache_dir = run_dir.parent / ".cache"
+    from train.run_folder import FOLD_METRICS_JSON, RunFolder
+
+    run = RunFolder(run_dir)
     while process.poll() is None:
         now = time.perf_counter() - start
-        if timeline.decoded is None and any(cache_dir.glob("images-*.npy")):
+        if timeline.decoded is None and any(run.cache_dir.glob("images-*.npy")):
             timeline.decoded = now
-        for metrics in run_dir.glob("*/*/metrics.json"):
+        for metrics in run_dir.glob(f"*/*/{FOLD_METRICS_JSON}"):
             timeline.split_ends.setdefault(metrics.parent.name, now)
-        if timeline.served is None and (run_dir / "metrics.json").is_file():
+        if timeline.served is None and run.summary_json.is_file():
             timeline.served = now
         time.sleep(0.2)
     reader.join()

@@ -8,13 +8,13 @@ sees the old version or the new one, never a truncated one, even after ``kill -9
 Example:
     >>> import tempfile
     >>> folder = Path(tempfile.mkdtemp())
-    >>> write_text_atomically(folder / "config.json", "{}")
-    >>> (folder / "config.json").read_text()
+    >>> write_text_atomically(folder / "settings.json", "{}")
+    >>> (folder / "settings.json").read_text()
     '{}'
     >>> with staged_directory(folder / "model") as staging:
     ...     _ = (staging / "weights.bin").write_bytes(b"123")
     >>> sorted(p.name for p in folder.iterdir())
-    ['config.json', 'model']
+    ['model', 'settings.json']
 """
 
 from __future__ import annotations

@@ -229,6 +229,11 @@ def set_freeze(model: keras.Model, freeze: str) -> None:
         layer.trainable = stage_of(layer.name) not in frozen_stages
 
 
+OPTIMIZER = "RMSprop"
+LOSS = "mean_squared_error"
+"""The paper's optimizer and loss, as :func:`compile_model` sets them (and model cards say)."""
+
+
 def compile_model(
     model: keras.Model, learning_rate: float = 1e-4, jit_compile: bool | str = "auto"
 ) -> keras.Model:
@@ -238,8 +243,10 @@ def compile_model(
     (Keras's default 1e-3 disturbs the pretrained filters).
     """
     model.compile(
-        optimizer=keras.optimizers.RMSprop(learning_rate=learning_rate),
-        loss="mean_squared_error",
+        optimizer=keras.optimizers.get(
+            {"class_name": OPTIMIZER, "config": {"learning_rate": learning_rate}}
+        ),
+        loss=LOSS,
         metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
         jit_compile=jit_compile,
     )

@@ -11,10 +11,23 @@
 ``smoke``
     Seconds, for tests: like ``quick`` with random weights (no download) and few epochs.
 
+Cached features need a frozen base. The one rule that ties the settings together lives in
+:func:`resolve_config`: asking for a trainable base (``freeze`` other than ``base``) without
+saying anything about the feature cache turns the cache off, and then augmentation (which
+cached features cannot have) takes the paper's default unless asked otherwise; an explicit
+contradiction is refused.
+
 Example:
     >>> config = resolve_config("quick", {"epochs": 5})
     >>> config.freeze, config.epochs, config.feature_cache
     ('base', 5, True)
+    >>> tuned = resolve_config("quick", {"freeze": "conv3"})
+    >>> tuned.feature_cache, tuned.augment
+    (False, True)
+    >>> resolve_config("quick", {"freeze": "conv3", "feature_cache": True})
+    Traceback (most recent call last):
+    ...
+    ValueError: feature_cache needs freeze='base' (features of a frozen ResNet-50)
 """
 
 from __future__ import annotations
@@ -24,6 +37,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from train.protocols import PROTOCOLS
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -31,8 +46,9 @@ class TrainConfig:
 
     Attributes:
         preset: the preset the values started from.
-        protocols: evaluation protocols to run, in order (``paper``, ``patient``,
-            ``magnification``); the first patient-disjoint one provides the served model.
+        protocols: evaluation protocols to run, in order (names of
+            :data:`train.protocols.PROTOCOLS`); the first patient-disjoint one provides the
+            served model.
         weights: ``imagenet``, a local ResNet-50 no-top weights file, or ``none``.
         freeze: ``none`` (fine-tune everything), ``base`` or ``conv1``..``conv4``.
         pooling: ``avg`` or ``flatten`` (see ``model.config.ModelConfig``).
@@ -67,7 +83,6 @@ class TrainConfig:
     mixed_precision: str = "float32"
     xla: bool = False
     multi_gpu: bool = False
-    max_images: int | None = None
     bootstrap: int = 1000
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -76,7 +91,9 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, text: str) -> TrainConfig:
-        data = json.loads(text)
+        """Inverse of :meth:`to_json`; fields that older versions wrote and that no longer
+        exist (``RETIRED_FIELDS``) are dropped, so their run folders still resume."""
+        data = {key: value for key, value in json.loads(text).items() if key not in RETIRED_FIELDS}
         data["protocols"] = tuple(data["protocols"])
         return cls(**data)
 
@@ -88,6 +105,9 @@ class TrainConfig:
             if getattr(self, f.name) != getattr(other, f.name)
         }
 
+
+RETIRED_FIELDS = frozenset({"max_images"})
+"""Fields of ``config.json`` files written by earlier versions, ignored when read."""
 
 PRESETS: dict[str, TrainConfig] = {
     "paper": TrainConfig(),
@@ -121,22 +141,28 @@ PRESETS: dict[str, TrainConfig] = {
 
 
 def resolve_config(preset: str, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """The preset's values with ``overrides`` (``None`` values mean "keep the preset's")."""
+    """The preset's values with ``overrides`` (``None`` values mean "keep the preset's"),
+    with the feature-cache rule of the module docstring applied, then validated."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    base = PRESETS[preset]
     changes = {key: value for key, value in (overrides or {}).items() if value is not None}
     if "protocols" in changes:
         changes["protocols"] = tuple(changes["protocols"])
-    config = replace(PRESETS[preset], **changes)
+    if changes.get("freeze", base.freeze) != "base" and "feature_cache" not in changes:
+        changes["feature_cache"] = False
+    if not changes.get("feature_cache", base.feature_cache) and "augment" not in changes:
+        changes["augment"] = PRESETS["paper"].augment
+    config = replace(base, **changes)
     validate(config)
     return config
 
 
 def validate(config: TrainConfig) -> None:
     """Refuse combinations that cannot work, saying why."""
-    unknown = set(config.protocols) - {"paper", "patient", "magnification"}
+    unknown = set(config.protocols) - set(PROTOCOLS)
     if unknown or not config.protocols:
-        raise ValueError(f"protocols must be among paper, patient, magnification: {unknown}")
+        raise ValueError(f"protocols must be among {', '.join(PROTOCOLS)}: {unknown}")
     if config.feature_cache and config.freeze != "base":
         raise ValueError("feature_cache needs freeze='base' (features of a frozen ResNet-50)")
     if config.feature_cache and config.augment:

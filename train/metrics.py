@@ -391,6 +391,20 @@ class ThresholdChoice:
         """JSON-ready dict."""
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ThresholdChoice:
+        """Inverse of :meth:`to_dict`.
+
+        Example:
+            >>> choice = select_threshold([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9])
+            >>> ThresholdChoice.from_dict(choice.to_dict()) == choice
+            True
+        """
+        data = dict(data)
+        if data.get("optimal_interval") is not None:
+            data["optimal_interval"] = tuple(data["optimal_interval"])
+        return cls(**data)
+
 
 def _logit(probability: float) -> float:
     clipped = min(max(probability, LOGIT_CLIP), 1.0 - LOGIT_CLIP)

@@ -111,6 +111,20 @@ def random_quarter_turn(
     return tf.where(chosen, cropped, images)
 
 
+AUGMENTATION = "flips, +-90 deg turns, zoom, brightness/contrast, HED stain jitter"
+"""What :func:`make_dataset` does to training batches with ``augment=True`` (for model cards)."""
+
+
+def describe_augmentation(augment: bool) -> str:
+    """The training augmentation as a model card records it.
+
+    Example:
+        >>> describe_augmentation(False)
+        'none'
+    """
+    return AUGMENTATION if augment else "none"
+
+
 def make_augmenter(seed: int | None = None) -> keras.Sequential:
     """Keras preprocessing layers for pixel batches in [0, 255] (applied in tf.data)."""
     return keras.Sequential(

@@ -1,7 +1,8 @@
 """The run report: figures and ``report.md`` from a finished run folder.
 
-``write_report(run_dir)`` reads only what ``python -m train.run`` wrote (config, audits,
-per-fold history / predictions / metrics, summaries) and writes:
+``write_report(run_dir)`` reads only what ``python -m train.run`` wrote, through
+:func:`train.run_folder.read_run` (config, audits, per-fold history / predictions /
+metrics, summaries), and writes:
 
 * ``figures/curves-<protocol>.png``: loss and accuracy per epoch, train / validation / test,
   like the paper's Figs. 8-9; the test curves are labelled "test (monitoring only)" because
@@ -28,30 +29,26 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter, StrMethodFormatter
 
-from model.config import InputSpec, ModelConfig
 from model.errors import ModelCoreError
 from model.preprocessing import load_image_file, resize_to_input
 from train.dataset import CLASS_NAMES, parse_breakhis_filename
 from train.metrics import calibration, mean_sd
+from train.protocols import PROTOCOLS
+from train.run_folder import ProtocolRecord, RunRecord, read_run
 
 logger = logging.getLogger(__name__)
 
-REPORT_MD = "report.md"
-FIGURES_DIR = "figures"
 SAMPLE_COUNT = 12
 FIGURE_DPI = 110
 
@@ -87,128 +84,12 @@ CI_ROWS: tuple[tuple[str, str], ...] = (
     ("patient_recognition_rate", "patient recognition rate"),
     ("patient_vote_accuracy", "patient vote accuracy"),
 )
-PROTOCOL_TITLES = {
-    "paper": "Paper protocol (train 100X/200X/400X, test 40X)",
-    "patient": "Patient-disjoint protocol (Spanhol et al. 2016)",
-    "magnification": "Patient-disjoint protocol per magnification",
-}
 # Colours per curve kind, so train / validation / test read the same in every figure.
 CURVE_STYLE = {
     "train": {"color": "tab:blue", "linestyle": "-", "label": "train"},
     "val": {"color": "tab:green", "linestyle": "--", "label": "validation"},
     "test": {"color": "tab:red", "linestyle": ":", "label": "test (monitoring only)"},
 }
-
-
-# --- reading the run folder ---------------------------------------------------------------
-@dataclass
-class FoldRecord:
-    """One finished split: its ``metrics.json`` document, history and predictions."""
-
-    name: str
-    document: dict[str, Any]
-    history: pd.DataFrame
-    predictions: pd.DataFrame
-
-    @property
-    def metrics(self) -> dict[str, Any]:
-        return self.document["metrics"]
-
-    @property
-    def test(self) -> pd.DataFrame:
-        return self.predictions[self.predictions["part"] == "test"]
-
-
-@dataclass
-class ProtocolRecord:
-    """One protocol's summary (as in the run's ``metrics.json``), audits and folds."""
-
-    name: str
-    summary: dict[str, Any]
-    splits: dict[str, Any]  # splits.json
-    folds: list[FoldRecord]
-
-    @property
-    def patient_disjoint(self) -> bool:
-        return bool(self.summary.get("patient_disjoint"))
-
-
-@dataclass
-class RunRecord:
-    """Everything the report needs, read from a run folder."""
-
-    folder: Path
-    config: dict[str, Any]
-    metrics: dict[str, Any]  # the run's metrics.json
-    protocols: list[ProtocolRecord]
-    model_config: ModelConfig
-    data: str
-    n_skipped: int
-
-    def image_paths(self) -> list[str]:
-        """Every image path named by any protocol's splits, in first-seen order."""
-        paths: dict[str, None] = {}
-        for protocol in self.protocols:
-            csv = self.folder / protocol.name / "splits.csv"
-            if csv.is_file():
-                paths.update(dict.fromkeys(pd.read_csv(csv, usecols=["path"])["path"]))
-        return list(paths)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())
-
-
-def read_run(run_dir: Path) -> RunRecord:
-    """Read a run folder written by ``train.run`` (complete, or complete but for the report).
-
-    Raises:
-        FileNotFoundError: the folder lacks ``config.json`` or ``metrics.json``.
-
-    Example:
-        >>> record = read_run(Path("runs/quick"))  # doctest: +SKIP
-        >>> [p.name for p in record.protocols], len(record.protocols[1].folds)  # doctest: +SKIP
-        (['paper', 'patient'], 5)
-    """
-    run_dir = Path(run_dir)
-    config = _read_json(run_dir / "config.json")
-    metrics = _read_json(run_dir / "metrics.json")
-    protocols = []
-    for name, summary in metrics["protocols"].items():
-        protocol_dir = run_dir / name
-        splits = _read_json(protocol_dir / "splits.json")
-        folds = []
-        for entry in splits["splits"]:
-            fold_dir = protocol_dir / entry["name"]
-            if not (fold_dir / "metrics.json").is_file():
-                logger.warning("%s has no metrics.json: left out of the report", fold_dir)
-                continue
-            history_file = fold_dir / "history.csv"
-            folds.append(
-                FoldRecord(
-                    entry["name"],
-                    _read_json(fold_dir / "metrics.json"),
-                    pd.read_csv(history_file) if history_file.is_file() else pd.DataFrame(),
-                    pd.read_csv(fold_dir / "predictions.csv", dtype={"patient": str}),
-                )
-            )
-        protocols.append(ProtocolRecord(name, summary, splits, folds))
-    card_file = run_dir / "model" / "model_card.json"
-    model_config = (
-        ModelConfig.from_dict(_read_json(card_file)["config"])
-        if card_file.is_file()
-        else ModelConfig(input=InputSpec())
-    )
-    data_file, skipped_file = run_dir / "data.txt", run_dir / "skipped_files.csv"
-    return RunRecord(
-        folder=run_dir,
-        config=config,
-        metrics=metrics,
-        protocols=protocols,
-        model_config=model_config,
-        data=data_file.read_text().strip() if data_file.is_file() else "unknown",
-        n_skipped=len(pd.read_csv(skipped_file)) if skipped_file.is_file() else 0,
-    )
 
 
 # --- formatting ---------------------------------------------------------------------------
@@ -478,7 +359,7 @@ def plot_samples(record: RunRecord, path: Path) -> tuple[Path, int] | None:
     if table.empty:
         return None
     spec = record.model_config.input
-    samples = choose_samples(table, SAMPLE_COUNT, int(record.config.get("seed", 0)))
+    samples = choose_samples(table, SAMPLE_COUNT, record.config.seed)
     images = []
     for row in samples.itertuples():
         try:
@@ -522,8 +403,8 @@ def _preset_note(record: RunRecord) -> str:
         "paper": "**Paper preset**: the paper's recipe (full fine-tuning, RMSprop + MSE, "
         "batch 32, 200 epochs x 200 steps, augmentation).",
     }
-    lines = [notes.get(config.get("preset", ""), f"Preset **{config.get('preset')}**.")]
-    if config.get("weights") == "none":
+    lines = [notes.get(config.preset, f"Preset **{config.preset}**.")]
+    if config.weights == "none":
         lines.append(
             "Initial weights: **random** (`--weights none`), not ImageNet: features of an "
             "untrained ResNet-50."
@@ -593,7 +474,7 @@ def _fold_table(protocol: ProtocolRecord) -> list[str]:
                 *(fmt(patient.get(key)) for key, _ in PATIENT_COLUMNS),
                 fmt(metrics["calibration"].get("brier")),
                 fmt(metrics["calibration"].get("ece")),
-                fmt_threshold(fold.document["threshold"]["threshold"]),
+                fmt_threshold(fold.document.threshold.threshold),
             ]
         )
     summary = protocol.summary
@@ -601,10 +482,10 @@ def _fold_table(protocol: ProtocolRecord) -> list[str]:
         return _table(header, rows)
     rows.append(
         [
-            f"**mean ± sd ({summary.get('folds', len(protocol.folds))})**",
+            f"**mean ± sd ({summary.folds})**",
             "",
             *(
-                f"{fmt(summary.get(key))} ± {fmt(summary.get(f'{key}_sd'))}"
+                f"{fmt(summary.metrics.get(key))} ± {fmt(summary.spread.get(key))}"
                 for key, _ in (*IMAGE_COLUMNS, *PATIENT_COLUMNS)
             ),
             _mean_sd_text([f.metrics["calibration"].get("brier") for f in protocol.folds]),
@@ -703,22 +584,22 @@ def _bootstrap_lines(protocol: ProtocolRecord) -> list[str]:
 def _threshold_lines(protocol: ProtocolRecord) -> list[str]:
     lines = ["Decision threshold (an image is called malignant when p >= threshold):", ""]
     for fold in protocol.folds:
-        choice = fold.document["threshold"]
+        choice = fold.document.threshold
         detail = ""
-        if choice.get("sensitivity") is not None:
+        if choice.sensitivity is not None:
             detail = (
-                f" On validation: sensitivity {fmt(choice['sensitivity'])}, specificity "
-                f"{fmt(choice['specificity'])}, Youden's J {fmt(choice['youden_j'])}."
+                f" On validation: sensitivity {fmt(choice.sensitivity)}, specificity "
+                f"{fmt(choice.specificity)}, Youden's J {fmt(choice.youden_j)}."
             )
         lines.append(
-            f"- {fold.name}: **{fmt_threshold(choice['threshold'])}** ({choice['method']}): "
-            f"{choice['reason']}.{detail}"
+            f"- {fold.name}: **{fmt_threshold(choice.threshold)}** ({choice.method}): "
+            f"{choice.reason}.{detail}"
         )
     return [*lines, ""]
 
 
 def _comparison_lines(record: RunRecord) -> list[str]:
-    preset = record.config.get("preset", "?")
+    preset = record.config.preset
     rows = [
         [
             "Abu Al-Haija & Adebanjo 2020, Table II (ResNet-50)",
@@ -733,21 +614,21 @@ def _comparison_lines(record: RunRecord) -> list[str]:
     ]
     for protocol in record.protocols:
         summary = protocol.summary
-        folds = summary.get("folds", len(protocol.folds))
+        metrics, spread, folds = summary.metrics, summary.spread, summary.folds
         rows.append(
             [
                 f"this run ({preset} preset), {protocol.name} protocol",
-                PROTOCOL_TITLES.get(protocol.name, protocol.name),
+                _title(protocol.name),
                 "yes" if protocol.patient_disjoint else "no",
-                percent(summary.get("accuracy"), summary.get("accuracy_sd") if folds > 1 else None),
-                fmt(summary.get("auc")),
+                percent(metrics.get("accuracy"), spread.get("accuracy") if folds > 1 else None),
+                fmt(metrics.get("auc")),
                 percent(
-                    summary.get("patient_recognition_rate"),
-                    summary.get("patient_recognition_rate_sd") if folds > 1 else None,
+                    metrics.get("patient_recognition_rate"),
+                    spread.get("patient_recognition_rate") if folds > 1 else None,
                 ),
                 percent(
-                    summary.get("patient_vote_accuracy"),
-                    summary.get("patient_vote_accuracy_sd") if folds > 1 else None,
+                    metrics.get("patient_vote_accuracy"),
+                    spread.get("patient_vote_accuracy") if folds > 1 else None,
                 ),
                 f"mean ± sd over {folds} splits" if folds > 1 else "one split",
             ]
@@ -804,9 +685,9 @@ def render_markdown(record: RunRecord, figures: dict[str, Path]) -> str:
     def image(key: str, caption: str) -> list[str]:
         if key not in figures:
             return []
-        return [f"![{caption}]({figures[key].relative_to(record.folder).as_posix()})", ""]
+        return [f"![{caption}]({figures[key].relative_to(record.folder.path).as_posix()})", ""]
 
-    served = record.metrics.get("served_model", {})
+    summary = record.summary
     lines = [
         f"# Run report: {record.folder.name}",
         "",
@@ -816,8 +697,7 @@ def render_markdown(record: RunRecord, figures: dict[str, Path]) -> str:
         + (f", {record.n_skipped} unreadable files skipped" if record.n_skipped else "")
         + ")",
         f"- protocols: {', '.join(p.name for p in record.protocols)}",
-        f"- served model (`model/`): {served.get('protocol', '?')} protocol, "
-        f"{served.get('fold', '?')}",
+        f"- served model (`model/`): {summary.served_protocol} protocol, {summary.served_fold}",
         "",
         *_comparison_lines(record),
         PATIENT_LEVEL_TEXT,
@@ -826,9 +706,9 @@ def render_markdown(record: RunRecord, figures: dict[str, Path]) -> str:
     ]
     for protocol in record.protocols:
         lines += [
-            f"## {PROTOCOL_TITLES.get(protocol.name, protocol.name)}",
+            f"## {_title(protocol.name)}",
             "",
-            _protocol_description(protocol, record.config.get("validation_fraction", 0.2)),
+            _protocol_description(protocol, record.config.validation_fraction),
             "",
             *_leakage_lines(protocol),
             "### Test metrics per split",
@@ -860,46 +740,29 @@ def render_markdown(record: RunRecord, figures: dict[str, Path]) -> str:
         "## Configuration",
         "",
         "```json",
-        json.dumps(record.config, indent=2),
+        record.config.to_json(),
         "```",
         "",
     ]
     return "\n".join(lines)
 
 
+def _title(protocol: str) -> str:
+    spec = PROTOCOLS.get(protocol)
+    return spec.title if spec is not None else protocol
+
+
 def _protocol_description(protocol: ProtocolRecord, validation_fraction: float) -> str:
-    folds = len(protocol.folds)
-    has_validation = any(e["audit"]["images"]["val"] for e in protocol.splits["splits"])
-    if protocol.name == "paper":
-        selection = (
-            "An image-level validation part (same patients) picks the epoch and threshold."
-            if has_validation
-            else "There is no validation part, so the last epoch's model is used and the "
-            "threshold is the default 0.5."
-        )
-        return (
-            "As in the paper: every 100X, 200X and 400X image trains the model, every 40X image "
-            f"tests it. {selection}"
-        )
-    selection = (
-        f"{100 * validation_fraction:.0f}% of the training patients form a validation part "
-        "used to pick the epoch (lowest validation loss) and the threshold"
-    )
-    if protocol.name == "patient":
-        return (
-            f"Spanhol et al. 2016: {folds} random 70/30 splits of the *patients* (stratified "
-            f"by class); {selection}. Test patients are never seen in training."
-        )
-    return (
-        f"The patient-disjoint protocol on each magnification separately ({folds} split(s)); "
-        f"{selection}. A magnification with too few patients to split is skipped."
-    )
+    spec = PROTOCOLS.get(protocol.name)
+    if spec is None:  # a protocol this version no longer knows
+        return protocol.summary.description
+    return spec.describe(len(protocol.folds), validation_fraction, protocol.has_validation)
 
 
 # --- entry points -------------------------------------------------------------------------
 def write_figures(record: RunRecord) -> dict[str, Path]:
     """Write every figure into ``<run>/figures/``; returns ``{key: path}`` of those written."""
-    folder = record.folder / FIGURES_DIR
+    folder = record.folder.figures_dir
     figures: dict[str, Path] = {}
     samples = plot_samples(record, folder / "samples.png")
     if samples is not None:
@@ -926,8 +789,7 @@ def write_report(run_dir: Path) -> Path:
     """
     record = read_run(Path(run_dir))
     figures = write_figures(record)
-    path = record.folder / REPORT_MD
-    path.write_text(render_markdown(record, figures))
+    path = record.folder.write_report(render_markdown(record, figures))
     logger.info("report written to %s", path)
     return path
 

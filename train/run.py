@@ -10,30 +10,33 @@ paper's protocol (train 100X/200X/400X, test 40X) AND the patient-disjoint proto
     python -m train.run --preset quick --data data/BreaKHis_v1   # frozen base, minutes on CPU
 
 Starting the same command again resumes an interrupted run (the last finished epoch of the
-unfinished fold; finished folds are kept). A run folder ``runs/<name>/`` holds the config,
-the splits and leakage audits, per fold the history, checkpoints, TensorBoard logs,
-predictions, metrics and model, and at the top the served model (``model/``), ``metrics.json``,
-figures and ``report.md``.
+unfinished fold; finished folds are kept). What the run folder ``runs/<name>/`` holds is
+described (and written) by :mod:`train.run_folder`; the protocols are those of
+:mod:`train.protocols`.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import logging
-import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from model.files import write_text_atomically
+from model.files import file_sha256
 from train.config import PRESETS, TrainConfig, resolve_config
+from train.protocols import PROTOCOLS
+from train.run_folder import RunFolder, RunSummary
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from model.card import ModelCard
+    from model.config import ModelConfig
+    from train.dataset import DatasetIndex
 
 logger = logging.getLogger("train")
-
-KEY_METRICS = ("accuracy", "balanced_accuracy", "auc", "sensitivity", "specificity", "f1")
-COMPLETE_MARKER = "COMPLETE"
 
 
 class RunError(RuntimeError):
@@ -55,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="paper")
     parser.add_argument("--name", help="run folder name under --runs-dir (default: the preset)")
     parser.add_argument("--runs-dir", default="runs")
-    parser.add_argument("--protocols", nargs="+", choices=["paper", "patient", "magnification"])
+    parser.add_argument("--protocols", nargs="+", choices=list(PROTOCOLS))
     parser.add_argument("--weights", help="'imagenet', 'none' or a ResNet-50 no-top .h5 file")
     parser.add_argument("--freeze", choices=["none", "base", "conv1", "conv2", "conv3", "conv4"])
     parser.add_argument("--pooling", choices=["avg", "flatten"])
@@ -91,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The run's configuration: the preset with the options given (see
+    :func:`train.config.resolve_config` for how they combine)."""
     overrides = {
         key: getattr(args, key)
         for key in (
@@ -118,46 +123,33 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         overrides["steps_per_epoch"] = args.steps_per_epoch or None
         if args.steps_per_epoch == 0:
             overrides["extra"] = {"steps_per_epoch": "one pass"}
-    if args.freeze is not None and args.freeze != "base" and args.feature_cache is None:
-        overrides["feature_cache"] = False
-    if overrides.get("feature_cache") is False and args.augment is None:
-        overrides["augment"] = PRESETS["paper"].augment
     return resolve_config(args.preset, overrides)
 
 
-def prepare_run_folder(run_dir: Path, config: TrainConfig, data: str) -> None:
-    """Create the run folder, or check that an existing one is this same run (resume)."""
-    config_file = run_dir / "config.json"
-    if config_file.is_file():
-        saved = TrainConfig.from_json(config_file.read_text())
-        differences = saved.differences(config)
-        if differences:
-            listed = ", ".join(
-                f"{k}: {a!r} -> {b!r}" for k, a, b in ((k, *v) for k, v in differences.items())
-            )
-            raise RunError(
-                f"{run_dir} holds a run with other settings ({listed}). Run the same command "
-                "to resume it, or choose another --name for a new run."
-            )
-        recorded = (
-            (run_dir / "data.txt").read_text().strip() if (run_dir / "data.txt").exists() else ""
-        )
-        if recorded and recorded != str(Path(data).resolve()):
-            raise RunError(
-                f"{run_dir} was started on the dataset {recorded}, not {Path(data).resolve()}. "
-                "Resume it with that --data, or choose another --name for a new run."
-            )
-        if (run_dir / COMPLETE_MARKER).exists():
-            raise RunError(
-                f"{run_dir} is already complete; choose another --name for a new "
-                "run (its report is "
-                f"{run_dir / 'report.md'})."
-            )
-        logger.info("resuming the run in %s", run_dir)
+def prepare_run_folder(run: RunFolder, config: TrainConfig, data: str) -> None:
+    """Start the run folder, or check that an existing one is this same run (resume)."""
+    if not run.is_started:
+        run.start(config, data)
         return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomically(run_dir / "data.txt", str(Path(data).resolve()) + "\n")
-    write_text_atomically(config_file, config.to_json() + "\n")  # last: marks the folder a run
+    differences = run.read_config().differences(config)
+    if differences:
+        listed = ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in differences.items())
+        raise RunError(
+            f"{run.path} holds a run with other settings ({listed}). Run the same command "
+            "to resume it, or choose another --name for a new run."
+        )
+    recorded = run.read_data_source()
+    if recorded and recorded != str(Path(data).resolve()):
+        raise RunError(
+            f"{run.path} was started on the dataset {recorded}, not {Path(data).resolve()}. "
+            "Resume it with that --data, or choose another --name for a new run."
+        )
+    if run.is_complete:
+        raise RunError(
+            f"{run.path} is already complete; choose another --name for a new run (its "
+            f"report is {run.report_md})."
+        )
+    logger.info("resuming the run in %s", run.path)
 
 
 def configure_tensorflow(config: TrainConfig):
@@ -180,14 +172,16 @@ def configure_tensorflow(config: TrainConfig):
     return tf.distribute.get_strategy()
 
 
-def features_fingerprint(config: TrainConfig, images: Any, model_config: Any) -> str:
+def features_fingerprint(
+    config: TrainConfig, images: pd.DataFrame, model_config: ModelConfig
+) -> str:
     """Identifies cached ResNet features: the images, the weights (a file by its content),
     the pooling and the input contract. Stable across processes (unlike ``hash()``)."""
     from train.pipeline import images_fingerprint
 
     weights = config.weights
     if weights not in ("imagenet", "none"):
-        weights = hashlib.sha256(Path(weights).read_bytes()).hexdigest()
+        weights = file_sha256(weights)
     key = "|".join(
         [
             images_fingerprint(list(images["path"]), model_config.input),
@@ -199,62 +193,36 @@ def features_fingerprint(config: TrainConfig, images: Any, model_config: Any) ->
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def split_options(config: TrainConfig, protocol: str) -> dict[str, Any]:
-    if protocol == "paper":
-        return {"seed": config.seed}
-    options = {
-        "n_folds": config.folds,
-        "seed": config.seed,
-        "val_fraction": config.validation_fraction,
-    }
-    if protocol == "magnification":
-        options["strict"] = False  # skip (with a warning) a magnification with too few patients
-    return options
-
-
-def summarise_folds(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean and sample standard deviation of the key metrics over folds."""
-    summary: dict[str, Any] = {"folds": len(results)}
-    from train.metrics import mean_sd
-
-    columns = {key: [r["metrics"]["image"].get(key) for r in results] for key in KEY_METRICS}
-    for key in ("patient_recognition_rate", "patient_vote_accuracy"):
-        columns[key] = [r["metrics"].get("patient", {}).get(key) for r in results]
-    for key, values in columns.items():
-        mean, sd = mean_sd(values)
-        if mean is not None:
-            summary[key], summary[f"{key}_sd"] = mean, sd
-    return summary
-
-
 def run(config: TrainConfig, data: str, run_dir: Path, verbose: int | str = "auto") -> Path:
     """Everything: index, splits, training per fold, the served model, metrics, report."""
     import keras
 
     policy = keras.mixed_precision.global_policy()
     try:
-        return _run(config, data, run_dir, verbose)
+        return _run(config, data, RunFolder(run_dir), verbose)
     finally:
         keras.mixed_precision.set_global_policy(policy)  # process-wide: leave it as found
 
 
-def _run(config: TrainConfig, data: str, run_dir: Path, verbose: int | str) -> Path:
-    from model.artifact import load_artifact, save_artifact
+def _run(config: TrainConfig, data: str, run: RunFolder, verbose: int | str) -> Path:
+    # Imported here, not at the top: they import TensorFlow, and `--help` or a refused
+    # configuration should answer at once.
     from model.config import ModelConfig
     from model.network import build_model
     from train.dataset import format_summary, index_dataset
+    from train.evaluation import protocol_evaluation
     from train.pipeline import load_images
-    from train.splits import format_audits, load_or_make_splits
-    from train.trainer import METRICS_JSON, RunData, compute_features, train_fold
+    from train.report import write_report
+    from train.splits import format_audits
+    from train.trainer import RunData, compute_features, train_fold
 
-    prepare_run_folder(run_dir, config, data)
+    prepare_run_folder(run, config, data)
     strategy = configure_tensorflow(config)
     index = index_dataset(data)
     print(format_summary(index.images, index.skipped))
-    index.skipped.to_csv(run_dir / "skipped_files.csv", index=False)
+    run.write_skipped(index.skipped)
     model_config = ModelConfig(pooling=config.pooling)
-    cache_dir = run_dir.parent / ".cache"
-    pixels = load_images(index.images["path"], model_config.input, cache_dir=cache_dir)
+    pixels = load_images(index.images["path"], model_config.input, cache_dir=run.cache_dir)
     features = feature_model = None
     if config.feature_cache:
         with strategy.scope():
@@ -264,114 +232,87 @@ def _run(config: TrainConfig, data: str, run_dir: Path, verbose: int | str) -> P
                 "base",
                 config.seed,
             )
-        cache = (
-            cache_dir / f"features-{features_fingerprint(config, index.images, model_config)}.npy"
-        )
+        cache = run.features_cache(features_fingerprint(config, index.images, model_config))
         features = compute_features(
             feature_model, pixels, model_config, 64, cache if config.weights != "none" else None
         )
     data_bundle = RunData(index.images, pixels, features, feature_model)
 
-    protocol_summaries: dict[str, Any] = {}
-    served: tuple[str, Path] | None = None
-    for protocol in config.protocols:
-        protocol_dir = run_dir / protocol
-        splits = load_or_make_splits(
-            protocol_dir, index, protocol, **split_options(config, protocol)
-        )
+    protocols = {}
+    served: tuple[str, str] | None = None  # (protocol, split) of the served model
+    for name in config.protocols:
+        spec = PROTOCOLS[name]
+        folder = run.protocol(name)
+        splits = folder.load_or_make_splits(index, name, **spec.split_options(config))
         print(format_audits(splits))
-        results = []
+        documents = []
         for split in splits:
-            fold_dir = protocol_dir / split.name
-            if (fold_dir / METRICS_JSON).is_file():
+            fold = folder.fold(split.name)
+            if fold.is_complete:
                 logger.info("%s: already complete", split.name)
-            else:
-                print(
-                    f"\n=== {split.name}: {len(split.train)} train / {len(split.val)} "
-                    f"validation / {len(split.test)} test images"
-                )
-                train_fold(config, model_config, split, data_bundle, fold_dir, strategy, verbose)
-            results.append(json.loads((fold_dir / METRICS_JSON).read_text()))
-        summary = summarise_folds(results)
-        summary["patient_disjoint"] = all(r["audit"]["patient_disjoint"] for r in results)
-        protocol_summaries[protocol] = summary
-        (protocol_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        if served is None or (summary["patient_disjoint"] and served[0] == "paper"):
-            served = (protocol, protocol_dir / splits[0].name / "model")
+                documents.append(fold.read_document())
+                continue
+            print(
+                f"\n=== {split.name}: {len(split.train)} train / {len(split.val)} "
+                f"validation / {len(split.test)} test images"
+            )
+            documents.append(
+                train_fold(config, model_config, split, data_bundle, fold, strategy, verbose)
+            )
+        evaluation = protocol_evaluation(spec, documents, config.validation_fraction)
+        folder.write_summary(evaluation)
+        protocols[name] = evaluation
+        # The served model comes from the first patient-disjoint protocol (else the first).
+        if served is None or (
+            evaluation.patient_disjoint and not protocols[served[0]].patient_disjoint
+        ):
+            served = (name, splits[0].name)
 
     assert served is not None
-    loaded = load_artifact(served[1])
+    summary = RunSummary(served_protocol=served[0], served_fold=served[1], protocols=protocols)
+    serve_model(run, summary, index, config)
+    run.write_summary(summary)
+    write_report(run.path)
+    run.mark_complete()
+    print(
+        f"\nRun complete: {run.path}\n  served model: {run.served_model_dir} "
+        f"({summary.served_protocol} protocol, {summary.served_fold})"
+    )
+    for name, evaluation in protocols.items():
+        metrics, spread = evaluation.metrics, evaluation.spread
+        print(
+            f"  {name:<14} accuracy {_number(metrics.get('accuracy'))} "
+            f"+- {_number(spread.get('accuracy'))}, AUC {_number(metrics.get('auc'))}"
+            f" ({'patient-disjoint' if evaluation.patient_disjoint else 'patients leak'})"
+        )
+    return run.path
+
+
+def serve_model(
+    run: RunFolder, summary: RunSummary, index: DatasetIndex, config: TrainConfig
+) -> ModelCard:
+    """Copy the served fold's model into the run's ``model/`` with the run's card: every
+    protocol's evaluation (the recipe) and the served model's own (its fold's test split)."""
+    from model.artifact import load_artifact, save_artifact
+    from train.evaluation import fold_evaluation
+
+    fold = run.protocol(summary.served_protocol).fold(summary.served_fold)
+    loaded = load_artifact(fold.model_dir)
     card = loaded.card
-    card.name = run_dir.name
+    card.name = run.name
     card.training.dataset = (
         f"{index.source} ({len(index.images)} images, {index.images['patient'].nunique()} patients)"
     )
-    card.evaluation = {
-        protocol: {
-            "description": _describe(protocol, summary),
-            "patient_disjoint": summary["patient_disjoint"],
-            "metrics": {k: v for k, v in summary.items() if k != "patient_disjoint"},
-        }
-        for protocol, summary in protocol_summaries.items()
-    }
-    # The means above describe the recipe (separately trained models, one per fold); this
-    # model's own numbers are those of the fold it comes from.
-    own = json.loads((served[1].parent / METRICS_JSON).read_text())
-    card.evaluation[f"{served[1].parent.name} (this model)"] = {
-        "description": f"this model on its own test split ({served[1].parent.name}); "
-        f"threshold {own['threshold']['threshold']:.3g} chosen by {own['threshold']['method']}",
-        "patient_disjoint": own["audit"]["patient_disjoint"],
-        "metrics": {
-            k: v
-            for k, v in own["metrics"]["image"].items()
-            if isinstance(v, (int, float)) or v is None
-        }
-        | {
-            f"patient_{k}": v
-            for k, v in own["metrics"].get("patient", {}).items()
-            if isinstance(v, (int, float))
-        },
-    }
-    save_artifact(loaded.model, card, run_dir / "model")
-    metrics = {
-        "served_model": {"protocol": served[0], "fold": served[1].parent.name},
-        "protocols": protocol_summaries,
-    }
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    try:
-        from train.report import write_report
-    except ImportError:  # pragma: no cover - the report module is optional while developing
-        write_report = None
-    if write_report is not None:
-        write_report(run_dir)
-    (run_dir / COMPLETE_MARKER).write_text("complete\n")
-    print(
-        f"\nRun complete: {run_dir}\n  served model: {run_dir / 'model'} "
-        f"({served[0]} protocol, {served[1].parent.name})"
+    own = fold_evaluation(
+        PROTOCOLS[summary.served_protocol], fold.read_document(), config.validation_fraction
     )
-    for protocol, summary in protocol_summaries.items():
-        print(
-            f"  {protocol:<14} accuracy {summary.get('accuracy', float('nan')):.3f} "
-            f"+- {summary.get('accuracy_sd', 0):.3f}, AUC {summary.get('auc') or float('nan'):.3f}"
-            f" ({'patient-disjoint' if summary['patient_disjoint'] else 'patients leak'})"
-        )
-    shutil.rmtree(run_dir / ".tmp", ignore_errors=True)
-    return run_dir
+    card.evaluation = dict(summary.protocols) | {f"{fold.name} (this model)": own}
+    save_artifact(loaded.model, card, run.served_model_dir)
+    return card
 
 
-def _describe(protocol: str, summary: dict[str, Any]) -> str:
-    if protocol == "paper":
-        return (
-            "paper protocol: trained on 100X/200X/400X, tested on 40X images of the SAME "
-            "patients (optimistic: patients leak from train to test)"
-        )
-    folds = summary.get("folds", 1)
-    if protocol == "patient":
-        return (
-            f"patient-disjoint (Spanhol et al. 2016): mean over {folds} random 70/30 "
-            "patient splits; threshold chosen on a patient-disjoint validation part"
-        )
-    return f"patient-disjoint per magnification: mean over {folds} split(s)"
+def _number(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,7 @@
 """Train / validation / test splits of the image index, with a patient-leakage audit each.
 
-Protocols (``PROTOCOLS``):
+The split functions of the protocols (registered, with their titles and options, in
+:mod:`train.protocols`):
 
 ``paper``
     What the reproduced paper does: train on every 100X, 200X and 400X image, test on every 40X
@@ -15,44 +16,36 @@ Protocols (``PROTOCOLS``):
 ``magnification``
     The patient protocol run separately on each magnification's images.
 
-Every ``Split`` carries a ``LeakageAudit`` (patients shared between its parts). Splits are
-saved to a run folder as ``splits.csv`` (one row per image and split) plus ``splits.json``
-(protocol, parameters, audits) so a resumed run reuses identical splits.
+Every ``Split`` carries a ``LeakageAudit`` (patients shared between its parts). A run saves
+its splits in its folder (``splits.csv``, ``splits.json``: see :mod:`train.run_folder`) so a
+resumed run reuses identical splits.
 
 Example:
     >>> from train.dataset import index_dataset
     >>> images = index_dataset("/work/shared/breakhis-sample").images  # doctest: +SKIP
-    >>> splits = make_splits(images, "patient", seed=0)                 # doctest: +SKIP
+    >>> splits = patient_splits(images, seed=0)                         # doctest: +SKIP
     >>> print(splits[0].audit.describe())                               # doctest: +SKIP
     patient-fold1: train 8 patients / 20 images, ... patient-disjoint: no patient is shared ...
-    >>> save_splits(splits, "runs/demo")                                # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from model.files import write_text_atomically
 from train.dataset import MAGNIFICATIONS, DatasetIndex
 
 logger = logging.getLogger(__name__)
 
-Protocol = Literal["paper", "patient", "magnification"]
-PROTOCOLS: tuple[str, ...] = ("paper", "patient", "magnification")
 PARTS: tuple[str, ...] = ("train", "val", "test")
 PAPER_TRAIN_MAGNIFICATIONS: tuple[int, ...] = (100, 200, 400)
 PAPER_TEST_MAGNIFICATION = 40
-SPLITS_CSV = "splits.csv"
-SPLITS_JSON = "splits.json"
 SPLITS_CSV_COLUMNS: tuple[str, ...] = ("name", "protocol", "fold", "magnification", "split", "path")
 
 
@@ -191,7 +184,7 @@ class Split:
         return getattr(self, name)
 
     def assignments(self) -> pd.DataFrame:
-        """One row per image: ``SPLITS_CSV_COLUMNS`` (what ``save_splits`` writes)."""
+        """One row per image: ``SPLITS_CSV_COLUMNS`` (the run folder's ``splits.csv``)."""
         frames = [
             pd.DataFrame(
                 {
@@ -210,7 +203,7 @@ class Split:
         return pd.concat(frames, ignore_index=True)[list(SPLITS_CSV_COLUMNS)]
 
 
-def _images(index: pd.DataFrame | DatasetIndex) -> pd.DataFrame:
+def index_images(index: pd.DataFrame | DatasetIndex) -> pd.DataFrame:
     images = index.images if isinstance(index, DatasetIndex) else index
     missing = {"path", "label", "patient", "magnification"} - set(images.columns)
     if missing:
@@ -220,7 +213,7 @@ def _images(index: pd.DataFrame | DatasetIndex) -> pd.DataFrame:
     return images
 
 
-def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
+def sorted_by_path(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values("path", kind="stable").reset_index(drop=True)
 
 
@@ -239,9 +232,9 @@ def _make_split(
         protocol,
         fold,
         magnification,
-        _sorted(train),
-        _sorted(val),
-        _sorted(test),
+        sorted_by_path(train),
+        sorted_by_path(val),
+        sorted_by_path(test),
         tuple(notes),
     )
     for note in notes:
@@ -269,7 +262,7 @@ def paper_split(
         >>> split.audit.test_patients_in_train_fraction   # doctest: +SKIP
         1.0
     """
-    images = _images(index)
+    images = index_images(index)
     if images["magnification"].isna().any():
         raise SplitError(
             f"the paper protocol splits by magnification, but "
@@ -361,7 +354,7 @@ def patient_split(
         >>> split.audit.patient_disjoint                   # doctest: +SKIP
         True
     """
-    images = _images(index)
+    images = index_images(index)
     protocol, name = "patient", f"patient-fold{fold}"
     if magnification is not None:
         images = images[images["magnification"] == magnification]
@@ -476,138 +469,6 @@ def magnification_splits(
             logger.warning("skipping %dX: %s", magnification, error)
     if not splits:
         raise SplitError(f"no magnification among {magnifications} could be split")
-    return splits
-
-
-def make_splits(
-    index: pd.DataFrame | DatasetIndex, protocol: Protocol | str, **options: Any
-) -> list[Split]:
-    """Splits of a protocol by name; ``options`` go to that protocol's function.
-
-    Example:
-        >>> splits = make_splits(images, "paper")  # doctest: +SKIP
-    """
-    if protocol == "paper":
-        return [paper_split(index, **options)]
-    if protocol == "patient":
-        return patient_splits(index, **options)
-    if protocol == "magnification":
-        return magnification_splits(index, **options)
-    raise SplitError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
-
-
-# --- saving and loading -------------------------------------------------------------------
-def save_splits(
-    splits: list[Split], run_dir: str | Path, *, params: dict[str, Any] | None = None
-) -> tuple[Path, Path]:
-    """Write ``splits.csv`` (one row per image and split) and ``splits.json`` (protocol,
-    parameters, notes, leakage audits) into ``run_dir``; return both paths.
-
-    Example:
-        >>> save_splits(splits, "runs/demo", params={"seed": 0})  # doctest: +SKIP
-        (PosixPath('runs/demo/splits.csv'), PosixPath('runs/demo/splits.json'))
-    """
-    if not splits:
-        raise SplitError("no splits to save")
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    csv_path, json_path = run_dir / SPLITS_CSV, run_dir / SPLITS_JSON
-    assignments = pd.concat([split.assignments() for split in splits], ignore_index=True)
-    # Atomic, JSON last: a run killed mid-write never resumes from half a split file.
-    write_text_atomically(csv_path, assignments.to_csv(index=False))
-    document = {
-        "protocol": splits[0].protocol,
-        "params": params or {},
-        "splits": [
-            {
-                "name": split.name,
-                "fold": split.fold,
-                "magnification": split.magnification,
-                "notes": list(split.notes),
-                "audit": split.audit.to_dict(),
-            }
-            for split in splits
-        ],
-    }
-    write_text_atomically(json_path, json.dumps(document, indent=2) + "\n")
-    return csv_path, json_path
-
-
-def load_splits(run_dir: str | Path, index: pd.DataFrame | DatasetIndex) -> list[Split]:
-    """Rebuild the splits saved in ``run_dir`` from the current index (same order, rows).
-
-    Raises:
-        SplitError: no saved splits, or they name images missing from the index (the dataset
-            moved or changed: start a new run).
-
-    Example:
-        >>> splits = load_splits("runs/demo", images)  # doctest: +SKIP
-    """
-    run_dir = Path(run_dir)
-    csv_path, json_path = run_dir / SPLITS_CSV, run_dir / SPLITS_JSON
-    if not csv_path.is_file() or not json_path.is_file():
-        raise SplitError(f"no saved splits in {run_dir} (expected {SPLITS_CSV} and {SPLITS_JSON})")
-    images = _images(index).set_index("path", drop=False)
-    assignments = pd.read_csv(
-        csv_path, dtype={"name": str, "protocol": str, "split": str, "path": str}
-    )
-    unknown = sorted(set(assignments["path"]) - set(images.index))
-    if unknown:
-        raise SplitError(
-            f"{len(unknown)} image(s) of the saved splits in {csv_path} are not in the dataset "
-            f"(e.g. {unknown[0]}); the dataset moved or changed, so start a new run folder"
-        )
-    document = json.loads(json_path.read_text())
-    splits = []
-    for entry in document["splits"]:
-        rows = assignments[assignments["name"] == entry["name"]]
-        parts = {
-            part: images.loc[rows.loc[rows["split"] == part, "path"]].reset_index(drop=True)
-            for part in PARTS
-        }
-        splits.append(
-            Split(
-                name=entry["name"],
-                protocol=document["protocol"],
-                fold=int(entry["fold"]),
-                magnification=entry["magnification"],
-                train=_sorted(parts["train"]),
-                val=_sorted(parts["val"]),
-                test=_sorted(parts["test"]),
-                notes=tuple(entry["notes"]),
-            )
-        )
-    return splits
-
-
-def load_or_make_splits(
-    run_dir: str | Path,
-    index: pd.DataFrame | DatasetIndex,
-    protocol: Protocol | str,
-    **options: Any,
-) -> list[Split]:
-    """Reuse the splits saved in ``run_dir`` (resumed run) or make and save new ones.
-
-    Raises:
-        SplitError: ``run_dir`` holds splits of another protocol or other options.
-
-    Example:
-        >>> splits = load_or_make_splits("runs/demo", images, "patient", seed=0)  # doctest: +SKIP
-    """
-    run_dir = Path(run_dir)
-    params = {"protocol": protocol, **options}
-    json_path = run_dir / SPLITS_JSON
-    if json_path.is_file():
-        saved = json.loads(json_path.read_text()).get("params", {})
-        # Round-trip through JSON so tuples and lists compare equal.
-        if saved != json.loads(json.dumps(params)):
-            raise SplitError(
-                f"{run_dir} holds splits made with {saved}, not {params}; use a new run folder"
-            )
-        logger.info("Reusing the splits saved in %s", run_dir)
-        return load_splits(run_dir, index)
-    splits = make_splits(index, protocol, **options)
-    save_splits(splits, run_dir, params=params)
     return splits
 
 

@@ -22,7 +22,6 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,8 +34,10 @@ import tensorflow as tf
 from model.artifact import save_artifact
 from model.card import ModelCard, TrainingInfo
 from model.config import ModelConfig
-from model.files import write_text_atomically
+from model.files import staged_directory, write_text_atomically
 from model.network import (
+    LOSS,
+    OPTIMIZER,
     build_head_model,
     build_model,
     compile_model,
@@ -44,16 +45,16 @@ from model.network import (
     feature_extractor,
 )
 from train.config import TrainConfig
+from train.evaluation import fold_evaluation
 from train.metrics import ThresholdChoice, evaluate_predictions, select_threshold
-from train.pipeline import make_dataset, save_array_atomically
+from train.pipeline import describe_augmentation, make_dataset, save_array_atomically
+from train.protocols import protocol as protocol_spec
+from train.run_folder import FoldDocument, FoldFolder
 from train.splits import Split
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_POINTER = "latest.json"
-HISTORY_CSV = "history.csv"
-PREDICTIONS_CSV = "predictions.csv"
-METRICS_JSON = "metrics.json"
 
 
 # --- checkpoints --------------------------------------------------------------------------
@@ -61,18 +62,22 @@ class RunCheckpoint(keras.callbacks.Callback):
     """After each epoch: model + optimizer + history into ``epoch-NNNN/``, then the pointer.
 
     With ``monitor`` (e.g. ``val_loss``), the weights of the best epoch so far are kept in
-    the checkpoint as ``best.weights.h5`` for model selection at the end.
+    the checkpoint as ``best.weights.h5`` for model selection at the end. The checkpoint
+    folder's inside (``latest.json`` naming ``epoch-NNNN/`` with ``model.keras``,
+    ``best.weights.h5`` and ``state.json``) is written here and read by
+    :func:`latest_checkpoint` only.
     """
 
     def __init__(
         self,
-        directory: Path,
+        folder: FoldFolder,
         history: list[dict[str, Any]],
         monitor: str | None,
         best: float | None = None,
     ) -> None:
         super().__init__()
-        self.directory = Path(directory)
+        self.folder = folder
+        self.directory = folder.checkpoint_dir
         self.history = history
         self.monitor = monitor
         self.best = best
@@ -89,30 +94,32 @@ class RunCheckpoint(keras.callbacks.Callback):
             self.best = row[self.monitor]
         previous = latest_checkpoint(self.directory)
         target = self.directory / f"epoch-{epoch + 1:04d}"
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.directory))
-        self.model.save(staging / "model.keras")  # includes the optimizer state
-        if improved:
-            self.model.save_weights(staging / "best.weights.h5")
-        elif previous is not None and (previous / "best.weights.h5").exists():
-            os.link(previous / "best.weights.h5", staging / "best.weights.h5")
-        state = {
-            "epoch": epoch + 1,
-            "history": self.history,
-            "best": self.best,
-            "monitor": self.monitor,
-        }
-        (staging / "state.json").write_text(json.dumps(state, indent=1))
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(staging, target)
+        with staged_directory(target) as staging:
+            self.model.save(staging / "model.keras")  # includes the optimizer state
+            if improved:
+                self.model.save_weights(staging / "best.weights.h5")
+            elif previous is not None and (previous / "best.weights.h5").exists():
+                os.link(previous / "best.weights.h5", staging / "best.weights.h5")
+            state = {
+                "epoch": epoch + 1,
+                "history": self.history,
+                "best": self.best,
+                "monitor": self.monitor,
+            }
+            (staging / "state.json").write_text(json.dumps(state, indent=1))
         write_text_atomically(
             self.directory / CHECKPOINT_POINTER, json.dumps({"latest": target.name})
         )
-        write_text_atomically(
-            self.directory.parent / HISTORY_CSV, pd.DataFrame(self.history).to_csv(index=False)
-        )
-        for old in [*self.directory.glob("epoch-*"), *self.directory.glob(".staging-*")]:
-            if old.name != target.name:  # older epochs, and staging left by a killed save
-                shutil.rmtree(old, ignore_errors=True)
+        self.folder.write_history(self.history)
+        remove_stale_checkpoints(self.directory, keep=target.name)
+
+
+def remove_stale_checkpoints(directory: Path, keep: str | None = None) -> None:
+    """Delete older epochs and the hidden staging folders a killed save leaves behind."""
+    for entry in directory.iterdir():
+        stale = entry.name.startswith(("epoch-", ".")) and entry.name != keep
+        if stale and entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def latest_checkpoint(directory: Path) -> Path | None:
@@ -161,18 +168,6 @@ def compute_features(
 
 # --- one fold -----------------------------------------------------------------------------
 @dataclass
-class FoldResult:
-    """What one trained split produced (also on disk in its folder)."""
-
-    name: str
-    folder: Path
-    history: pd.DataFrame
-    threshold: ThresholdChoice
-    metrics: dict[str, Any]
-    predictions: pd.DataFrame
-
-
-@dataclass
 class RunData:
     """The data every fold of a run shares: the index, decoded images, cached features."""
 
@@ -191,14 +186,13 @@ def train_fold(
     model_config: ModelConfig,
     split: Split,
     data: RunData,
-    folder: Path,
+    folder: FoldFolder,
     strategy: tf.distribute.Strategy,
     verbose: int | str = "auto",
-) -> FoldResult:
+) -> FoldDocument:
     """Train (or resume) one split and evaluate it; writes the fold folder."""
-    folder.mkdir(parents=True, exist_ok=True)
-    checkpoints = folder / "checkpoint"
-    checkpoints.mkdir(exist_ok=True)
+    checkpoints = folder.checkpoint_dir
+    checkpoints.mkdir(parents=True, exist_ok=True)
     rows = {part: data.rows(split.part(part)) for part in ("train", "val", "test")}
     labels = {part: split.part(part)["label"].to_numpy() for part in rows}
     use_features = config.feature_cache
@@ -235,15 +229,14 @@ def train_fold(
     best = None
     initial_epoch = 0
     resume_from = latest_checkpoint(checkpoints)
-    for leftover in checkpoints.glob(".staging-*"):  # a save that a killed process left half done
-        shutil.rmtree(leftover, ignore_errors=True)
+    remove_stale_checkpoints(checkpoints, keep=resume_from.name if resume_from else None)
     with strategy.scope():
         if resume_from is not None:
             state = json.loads((resume_from / "state.json").read_text())
             history, best, initial_epoch = state["history"], state["best"], state["epoch"]
             # The process may have died between publishing the checkpoint and rewriting the
             # CSV: the checkpoint's history is the truth.
-            write_text_atomically(folder / HISTORY_CSV, pd.DataFrame(history).to_csv(index=False))
+            folder.write_history(history)
             network = keras.saving.load_model(resume_from / "model.keras")
             network.jit_compile = config.xla
             logger.info(
@@ -268,8 +261,8 @@ def train_fold(
     if config.monitor_test:
         callbacks.append(TestSetMonitor(dataset("test", training=False)))
     callbacks += [
-        RunCheckpoint(checkpoints, history, "val_loss" if has_val else None, best),
-        keras.callbacks.TensorBoard(log_dir=str(folder / "tensorboard")),
+        RunCheckpoint(folder, history, "val_loss" if has_val else None, best),
+        keras.callbacks.TensorBoard(log_dir=str(folder.tensorboard_dir)),
     ]
     steps = config.steps_per_epoch or max(1, math.ceil(len(rows["train"]) / config.batch_size))
     if initial_epoch < config.epochs:
@@ -318,35 +311,24 @@ def train_fold(
         ],
         ignore_index=True,
     )
-    predictions.to_csv(folder / PREDICTIONS_CSV, index=False)
+    folder.write_predictions(predictions)
 
     if use_features:
         copy_head_weights(network, data.feature_model, feature_mean, feature_scale)
         network = data.feature_model
-    card = fold_card(config, model_config, split, threshold, metrics)
-    save_artifact(float32_copy(network, model_config), card, folder / "model")
-    result = FoldResult(split.name, folder, pd.DataFrame(history), threshold, metrics, predictions)
-    document = {
-        "split": split.name,
-        "threshold": threshold.to_dict(),
-        "metrics": metrics,
-        "audit": split.audit.to_dict(),
-        "best_val_loss": best,
-    }
-    # Written last: its presence marks the fold as complete for a resumed run.
-    write_text_atomically(folder / METRICS_JSON, json.dumps(document, indent=2))
-    return result
+    document = FoldDocument(split.name, threshold, metrics, split.audit.to_dict(), best)
+    card = fold_card(config, model_config, split, document)
+    save_artifact(float32_copy(network, model_config), card, folder.model_dir)
+    folder.write_document(document)  # last: it marks the fold complete for a resumed run
+    return document
 
 
 def fold_card(
-    config: TrainConfig,
-    model_config: ModelConfig,
-    split: Split,
-    threshold: ThresholdChoice,
-    metrics: dict[str, Any],
+    config: TrainConfig, model_config: ModelConfig, split: Split, document: FoldDocument
 ) -> ModelCard:
     """The model card of one fold's model (the run's card adds every protocol's summary)."""
     audit = split.audit
+    threshold = document.threshold
     return ModelCard(
         name=split.name,
         config=model_config,
@@ -360,28 +342,19 @@ def fold_card(
             epochs=config.epochs,
             steps_per_epoch=config.steps_per_epoch,
             batch_size=config.batch_size,
-            optimizer="RMSprop",
+            optimizer=OPTIMIZER,
             learning_rate=config.learning_rate,
-            loss="mean_squared_error",
+            loss=LOSS,
             freeze=config.freeze,
-            augmentation="flips, +-90 deg turns, zoom, brightness/contrast, HED stain jitter"
-            if config.augment
-            else "none",
+            augmentation=describe_augmentation(config.augment),
             seed=config.seed,
             notes=f"split {split.name}: {audit.images['train']} train / "
             f"{audit.images['val']} validation / {audit.images['test']} test images",
         ),
         evaluation={
-            split.protocol: {
-                "description": f"{split.name} test set",
-                "patient_disjoint": audit.patient_disjoint,
-                "metrics": metrics["image"]
-                | {
-                    f"patient_{k}": v
-                    for k, v in metrics.get("patient", {}).items()
-                    if isinstance(v, (int, float)) or v is None
-                },
-            }
+            split.protocol: fold_evaluation(
+                protocol_spec(split.protocol), document, config.validation_fraction
+            )
         },
     )
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.card import ModelCard, TrainingInfo
+from model.card import Evaluation, ModelCard, TrainingInfo
 
 
 @pytest.fixture(scope="session")
@@ -37,11 +37,13 @@ def trained_card() -> ModelCard:
             batch_size=2,
         ),
         evaluation={
-            "patient": {
-                "description": "patient-disjoint test",
-                "patient_disjoint": True,
-                "metrics": {"accuracy": 0.5},
-            }
+            "patient": Evaluation(
+                protocol="patient",
+                description="patient-disjoint test",
+                patient_disjoint=True,
+                metrics={"accuracy": 0.5},
+                intervals={"accuracy": (0.3, 0.7)},
+            )
         },
     )
 

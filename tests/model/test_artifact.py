@@ -23,7 +23,7 @@ from model.artifact import (
     read_card_from_zip,
     save_artifact,
 )
-from model.card import ModelCard
+from model.card import Evaluation, ModelCard
 from model.config import InputSpec, ModelConfig
 from model.errors import (
     ArtifactCorruptError,
@@ -162,7 +162,9 @@ def test_save_replaces_an_existing_artifact_atomically(random_model, artifact_co
 
 
 def test_card_json_round_trip():
-    card = ModelCard(name="demo", evaluation={"paper": {"metrics": {"accuracy": 0.99}}})
+    card = ModelCard(
+        name="demo", evaluation={"paper": Evaluation("paper", metrics={"accuracy": 0.99})}
+    )
     assert ModelCard.from_json(card.to_json()) == card
     assert not card.is_trained
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.train.synthetic import make_synthetic_breakhis as _make_synthetic_breakhis
+from train.synthetic import make_synthetic_breakhis as _make_synthetic_breakhis
 
 SMALL_SIZE = (70, 46)  # a tenth of 700x460: same aspect ratio, fast to write and read
 

@@ -1,10 +1,10 @@
-"""``train.report`` on a run folder written by hand with the real splits and metrics code.
+"""``train.report`` on a run folder written with the real splits, metrics, evaluation and
+run-folder code.
 
-The folder has exactly the layout ``train.run`` writes (``config.json``, ``metrics.json``,
-per protocol ``splits.csv``/``splits.json``/``summary.json``, per split ``history.csv``,
-``predictions.csv`` and ``metrics.json``), but the "model" is a seeded random score, so the
-module needs no training and runs in seconds. (``tests/train/test_run.py`` covers the report
-written at the end of a real run.)
+The folder is written through :mod:`train.run_folder`, the writer ``train.run`` uses, so it
+has exactly the run's layout, but the "model" is a seeded random score, so the module needs
+no training and runs in seconds. (``tests/train/test_run.py`` covers the report written at
+the end of a real run.)
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tests.train.synthetic import make_synthetic_breakhis
 from train.config import resolve_config
 from train.dataset import index_dataset
+from train.evaluation import protocol_evaluation
 from train.metrics import ThresholdChoice, evaluate_predictions, select_threshold
+from train.protocols import PROTOCOLS
 from train.report import (
     PAPER_ACCURACY,
     choose_samples,
@@ -31,8 +32,8 @@ from train.report import (
     read_run,
     write_report,
 )
-from train.run import split_options, summarise_folds
-from train.splits import load_or_make_splits
+from train.run_folder import FoldDocument, RunFolder, RunSummary
+from train.synthetic import make_synthetic_breakhis
 
 EPOCHS = 6
 
@@ -65,21 +66,19 @@ def build_run(run_dir: Path, data: Path, folds: int = 2, seed: int = 7) -> Path:
     config = resolve_config(
         "smoke", {"protocols": ["paper", "patient"], "folds": folds, "bootstrap": 200}
     )
-    run_dir.mkdir(parents=True)
-    (run_dir / "config.json").write_text(config.to_json() + "\n")
-    (run_dir / "data.txt").write_text(f"{data}\n")
+    run = RunFolder(run_dir)
+    run.start(config, str(data))
     index = index_dataset(data)
-    index.skipped.to_csv(run_dir / "skipped_files.csv", index=False)
+    run.write_skipped(index.skipped)
     rng = np.random.default_rng(seed)
     summaries = {}
     for protocol in config.protocols:
-        splits = load_or_make_splits(
-            run_dir / protocol, index, protocol, **split_options(config, protocol)
-        )
+        spec = PROTOCOLS[protocol]
+        folder = run.protocol(protocol)
+        splits = folder.load_or_make_splits(index, protocol, **spec.split_options(config))
         documents = []
         for split in splits:
-            fold_dir = run_dir / protocol / split.name
-            fold_dir.mkdir()
+            fold = folder.fold(split.name)
             probabilities = {
                 part: _fake_probabilities(split.part(part)["label"].to_numpy(), rng)
                 for part in ("val", "test")
@@ -98,34 +97,25 @@ def build_run(run_dir: Path, data: Path, folds: int = 2, seed: int = 7) -> Path:
                 n_bootstrap=config.bootstrap,
                 seed=config.seed,
             )
-            _history(len(split.val) > 0, rng).to_csv(fold_dir / "history.csv", index=False)
-            pd.concat(
-                [
-                    split.part(part)[["path", "label", "patient", "magnification"]].assign(
-                        part=part, probability=probabilities[part]
-                    )
-                    for part in ("val", "test")
-                ],
-                ignore_index=True,
-            ).to_csv(fold_dir / "predictions.csv", index=False)
-            document = {
-                "split": split.name,
-                "threshold": threshold.to_dict(),
-                "metrics": metrics,
-                "audit": split.audit.to_dict(),
-                "best_val_loss": None,
-            }
-            (fold_dir / "metrics.json").write_text(json.dumps(document, indent=2))
+            fold.write_history(_history(len(split.val) > 0, rng).to_dict("records"))
+            fold.write_predictions(
+                pd.concat(
+                    [
+                        split.part(part)[["path", "label", "patient", "magnification"]].assign(
+                            part=part, probability=probabilities[part]
+                        )
+                        for part in ("val", "test")
+                    ],
+                    ignore_index=True,
+                )
+            )
+            document = FoldDocument(split.name, threshold, metrics, split.audit.to_dict())
+            fold.write_document(document)
             documents.append(document)
-        summary = summarise_folds(documents)
-        summary["patient_disjoint"] = all(d["audit"]["patient_disjoint"] for d in documents)
-        (run_dir / protocol / "summary.json").write_text(json.dumps(summary, indent=2))
+        summary = protocol_evaluation(spec, documents, config.validation_fraction)
+        folder.write_summary(summary)
         summaries[protocol] = summary
-    run_metrics = {
-        "served_model": {"protocol": "patient", "fold": "patient-fold1"},
-        "protocols": summaries,
-    }
-    (run_dir / "metrics.json").write_text(json.dumps(run_metrics, indent=2))
+    run.write_summary(RunSummary("patient", "patient-fold1", summaries))
     return run_dir
 
 
@@ -141,12 +131,12 @@ def report_text(report_run) -> str:
     return (report_run / "report.md").read_text()
 
 
-def _metrics(run_dir: Path) -> dict:
-    return json.loads((run_dir / "metrics.json").read_text())
+def _summaries(run_dir: Path) -> dict:
+    return RunFolder(run_dir).read_summary().protocols
 
 
 def _fold(run_dir: Path, protocol: str, name: str) -> dict:
-    return json.loads((run_dir / protocol / name / "metrics.json").read_text())
+    return json.loads(RunFolder(run_dir).protocol(protocol).fold(name).metrics_json.read_text())
 
 
 # --- figures ------------------------------------------------------------------------------
@@ -190,21 +180,20 @@ def test_comparison_table_has_the_paper_row_and_ours_matching_metrics_json(repor
     assert paper_row[3] == "99.1%" == percent(PAPER_ACCURACY)
     assert paper_row[2] == "no"
 
-    summaries = _metrics(report_run)["protocols"]
+    summaries = _summaries(report_run)
+    paper = summaries["paper"].metrics
     ours_paper = _row(report_text, "this run (smoke preset), paper protocol")
     assert ours_paper[2] == "no"
-    assert ours_paper[3] == f"{100 * summaries['paper']['accuracy']:.1f}%"  # one split: no sd
-    assert ours_paper[4] == f"{summaries['paper']['auc']:.3f}"
+    assert ours_paper[3] == f"{100 * paper['accuracy']:.1f}%"  # one split: no sd
+    assert ours_paper[4] == f"{paper['auc']:.3f}"
 
-    patient = summaries["patient"]
+    patient, spread = summaries["patient"].metrics, summaries["patient"].spread
     ours_patient = _row(report_text, "this run (smoke preset), patient protocol")
     assert ours_patient[2] == "yes"
-    assert ours_patient[3] == (
-        f"{100 * patient['accuracy']:.1f}% ± {100 * patient['accuracy_sd']:.1f}"
-    )
+    assert ours_patient[3] == (f"{100 * patient['accuracy']:.1f}% ± {100 * spread['accuracy']:.1f}")
     assert ours_patient[5] == (
         f"{100 * patient['patient_recognition_rate']:.1f}% ± "
-        f"{100 * patient['patient_recognition_rate_sd']:.1f}"
+        f"{100 * spread['patient_recognition_rate']:.1f}"
     )
     assert ours_patient[6].startswith(f"{100 * patient['patient_vote_accuracy']:.1f}%")
 
@@ -236,9 +225,9 @@ def test_per_fold_rows_and_mean_sd_match_the_metrics(report_run, report_text):
     assert row[9] == fmt(fold["metrics"]["patient"]["patient_vote_accuracy"])
     assert row[10] == fmt(fold["metrics"]["calibration"]["brier"])
     assert row[11] == fmt(fold["metrics"]["calibration"]["ece"])
-    summary = _metrics(report_run)["protocols"]["patient"]
+    summary = _summaries(report_run)["patient"]
     mean_row = _row(report_text, "**mean ± sd (2)**")
-    assert mean_row[2] == f"{summary['accuracy']:.3f} ± {summary['accuracy_sd']:.3f}"
+    assert mean_row[2] == f"{summary.metrics['accuracy']:.3f} ± {summary.spread['accuracy']:.3f}"
 
 
 def test_both_patient_level_definitions_are_explained_and_reported(report_text):

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.train.synthetic import make_synthetic_breakhis
 from train.run import main
+from train.synthetic import make_synthetic_breakhis
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -58,14 +58,14 @@ def test_smoke_preset_learns_on_held_out_patients(smoke_run):
     assert fold["audit"]["patient_disjoint"]
     assert fold["audit"]["patients"]["test"] >= 4
     assert fold["metrics"]["image"]["accuracy"] >= 0.9
-    summary = json.loads((smoke_run / "metrics.json").read_text())
+    summary = json.loads((smoke_run / "run_summary.json").read_text())
     assert summary["protocols"]["patient"]["patient_disjoint"] is True
 
 
 def test_run_folder_holds_everything(smoke_run):
     for name in (
         "config.json",
-        "metrics.json",
+        "run_summary.json",
         "COMPLETE",
         "model/model.keras",
         "model/model_card.json",
@@ -95,8 +95,8 @@ def test_served_model_card_and_predictions(smoke_run):
     analyzer = Analyzer.from_path(smoke_run)
     card = analyzer.card
     assert card.is_trained and card.training.protocol == "patient"
-    assert card.evaluation["patient"]["patient_disjoint"] is True
-    assert card.evaluation["patient"]["metrics"]["accuracy"] >= 0.9
+    assert card.evaluation["patient"].patient_disjoint is True
+    assert card.evaluation["patient"].metrics["accuracy"] >= 0.9
     assert "96 images, 24 patients" in card.training.dataset
     # The head trained on cached features was folded into the full network: the saved
     # network reproduces the probabilities the run recorded.

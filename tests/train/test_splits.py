@@ -10,20 +10,22 @@ import pandas as pd
 import pytest
 
 from train.dataset import index_dataset
-from train.splits import (
+from train.protocols import make_splits
+from train.run_folder import (
     SPLITS_CSV,
-    SPLITS_CSV_COLUMNS,
     SPLITS_JSON,
-    SplitError,
-    format_audits,
     load_or_make_splits,
     load_splits,
+    save_splits,
+)
+from train.splits import (
+    SPLITS_CSV_COLUMNS,
+    SplitError,
+    format_audits,
     magnification_splits,
-    make_splits,
     paper_split,
     patient_split,
     patient_splits,
-    save_splits,
 )
 
 

@@ -1,0 +1,37 @@
+"""The examples in the docstrings of the pure modules run, and say what they show.
+
+A module listed here must have examples (a module whose examples all went missing fails),
+and every example that is not marked ``+SKIP`` must give exactly its shown output.
+"""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+PURE_MODULES = (
+    "model.config",
+    "model.card",
+    "model.breakhis",
+    "model.files",
+    "model.runs",
+    "model.overlay",
+    "model.quality",
+    "train.config",
+    "train.protocols",
+    "train.evaluation",
+    "train.run_folder",
+    "train.metrics",
+    "train.report",
+    "train.synthetic",
+)
+
+
+@pytest.mark.parametrize("name", PURE_MODULES)
+def test_docstring_examples(name: str) -> None:
+    module = importlib.import_module(name)
+    results = doctest.testmod(module, optionflags=doctest.ELLIPSIS, report=True)
+    assert results.attempted > 0, f"{name} has no runnable docstring examples"
+    assert results.failed == 0, f"{results.failed} docstring example(s) of {name} failed"

@@ -1,0 +1,42 @@
+"""Training configuration: presets, the one feature-cache rule, and old config files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from train.config import PRESETS, TrainConfig, resolve_config
+from train.run import build_parser, config_from_args
+
+
+def _from_command_line(*arguments: str) -> TrainConfig:
+    return config_from_args(build_parser().parse_args(list(arguments)))
+
+
+def test_a_trainable_base_turns_the_feature_cache_off_in_one_place():
+    tuned = resolve_config("quick", {"freeze": "conv3"})
+    assert (tuned.feature_cache, tuned.augment) == (False, PRESETS["paper"].augment)
+    # The command line goes through the same rule, not a copy of it.
+    assert _from_command_line("--preset", "quick", "--freeze", "conv3") == tuned
+    # What the user said explicitly is kept, or refused when it cannot work.
+    assert not resolve_config("quick", {"freeze": "conv3", "augment": False}).augment
+    with pytest.raises(ValueError, match="feature_cache needs freeze='base'"):
+        resolve_config("quick", {"freeze": "conv3", "feature_cache": True})
+    with pytest.raises(ValueError, match="feature_cache needs freeze='base'"):
+        _from_command_line("--preset", "quick", "--freeze", "conv3", "--feature-cache")
+
+
+def test_presets_are_unchanged_without_overrides():
+    for name, preset in PRESETS.items():
+        assert resolve_config(name) == preset
+    assert _from_command_line("--preset", "smoke") == PRESETS["smoke"]
+
+
+def test_config_json_round_trip_and_retired_fields():
+    config = resolve_config("smoke", {"epochs": 3})
+    assert TrainConfig.from_json(config.to_json()) == config
+    older = json.loads(config.to_json()) | {"max_images": None}  # written by 0.1 runs
+    assert TrainConfig.from_json(json.dumps(older)) == config
+    with pytest.raises(TypeError):
+        TrainConfig.from_json(json.dumps(older | {"no_such_field": 1}))

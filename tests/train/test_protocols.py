@@ -1,0 +1,55 @@
+"""The protocol registry: every protocol's flags agree with what its splits really do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from train.config import resolve_config
+from train.dataset import index_dataset
+from train.protocols import PROTOCOLS, make_splits, protocol
+from train.run import build_parser
+from train.splits import SplitError
+
+
+@pytest.fixture(scope="module")
+def images(small_synthetic_breakhis: Path) -> pd.DataFrame:
+    return index_dataset(small_synthetic_breakhis, check_images=False).images
+
+
+@pytest.mark.parametrize("name", list(PROTOCOLS))
+def test_the_patient_disjoint_flag_matches_every_split_audit(images, name):
+    spec = PROTOCOLS[name]
+    options = spec.split_options(resolve_config("smoke", {"folds": 2}))
+    splits = make_splits(images, name, **options)
+    assert splits and all(split.protocol == name for split in splits)
+    assert {split.audit.patient_disjoint for split in splits} == {spec.patient_disjoint}
+
+
+@pytest.mark.parametrize("name", list(PROTOCOLS))
+def test_what_a_protocol_requires_is_really_required(images, name):
+    spec = PROTOCOLS[name]
+    options = spec.split_options(resolve_config("smoke"))
+    for column in spec.requires:
+        unknown = images.assign(**{column: None})
+        with pytest.raises(SplitError):
+            make_splits(unknown, name, **options)
+
+
+def test_the_command_line_and_the_config_read_the_registry():
+    choices = next(a.choices for a in build_parser()._actions if a.dest == "protocols")
+    assert list(choices) == list(PROTOCOLS)
+    assert resolve_config("paper", {"protocols": list(PROTOCOLS)}).protocols == tuple(PROTOCOLS)
+    with pytest.raises(ValueError, match="protocols must be among paper, patient, magnification"):
+        resolve_config("paper", {"protocols": ["random"]})
+    with pytest.raises(SplitError, match="unknown protocol 'random'; expected one of paper"):
+        protocol("random")
+
+
+def test_descriptions_say_how_many_splits_and_what_leaks():
+    assert "5 random 70/30 split(s)" in PROTOCOLS["patient"].describe(5, 0.2, True)
+    paper = PROTOCOLS["paper"].describe(1, 0.0, False)
+    assert "same patients" in paper and "default 0.5" in paper
+    assert PROTOCOLS["paper"].title.startswith("Paper protocol (train 100X/200X/400X")
