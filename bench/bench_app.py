@@ -49,7 +49,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tests.app.server import (  # noqa: E402
+from app.launch import (  # noqa: E402
     CHROMIUM,
     CHROMIUM_ARGS,
     free_port,

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.app.helpers import REPO_ROOT
-from tests.app.server import (
+from app.launch import (
     CHROMIUM,
     CHROMIUM_ARGS,
     start_streamlit,
     stop,
     wait_until_healthy,
 )
+from tests.app.helpers import REPO_ROOT
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

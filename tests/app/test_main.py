@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from streamlit.web.server.app_discovery import discover_asgi_app
 
+from app.launch import get_json, start_streamlit, stop, wait_until_healthy
 from tests.app.helpers import REPO_ROOT
-from tests.app.server import get_json, start_streamlit, stop, wait_until_healthy
 
 MAIN = REPO_ROOT / "app" / "main.py"
 

@@ -1,5 +1,19 @@
-"""Starting and stopping a real `streamlit run app/main.py` server, for the tests and the app
-benchmark (standard library only, so the benchmark does not load the test helpers)."""
+"""Starting and stopping a real ``streamlit run app/main.py`` server from another process: for
+the tests (``tests/app/test_main.py``, ``tests/app/test_browser.py``) and the app benchmark
+(``bench/bench_app.py``).
+
+Standard library only, and nothing here imports the rest of the app: a caller gets a server
+process and its URL, never the app's modules (which would import Streamlit and pandas).
+
+Example (not run here: it starts a server)::
+
+    process, url = start_streamlit(model=None, runs_dir=Path("runs"), log=Path("app.log"))
+    try:
+        wait_until_healthy(process, url, timeout=90)
+        print(get_json(f"{url}/api/model"))   # (503, {"state": "none", ...})
+    finally:
+        stop(process)
+"""
 
 from __future__ import annotations
 
@@ -14,7 +28,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -47,6 +61,7 @@ def streamlit_command(script: str, port: int, *script_args: str) -> list[str]:
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -95,6 +110,7 @@ def wait_until_healthy(
 
 
 def stop(process: subprocess.Popen) -> None:
+    """Terminate the server; kill it if it has not exited after 30 s."""
     process.terminate()
     try:
         process.wait(timeout=30)
