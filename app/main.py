@@ -4,13 +4,14 @@ Streamlit finds the ``st.App`` below and serves the page script :mod:`app.ui` th
 App's lifespan starts loading the configured model (``-- --model PATH``, ``BCD_MODEL`` or the
 newest run under ``runs/``) in a background thread as soon as the server starts, so the
 model is usually ready before the first visitor uploads an image, instead of only starting
-to load (TensorFlow import, Keras deserialisation, graph tracing: ~10 s on a 2-core CPU) when
-the first page is opened. The server answers at once either way: loading never blocks it.
+to load (TensorFlow import, Keras deserialisation, graph tracing: seconds, see
+docs/benchmarks.md) when the first page is opened. The server answers at once either way:
+loading never blocks it.
 
 ``GET /api/model`` tells a deployment whether the model is ready (readiness probe):
-``{"state": "ready", "model": "...", "load_seconds": 9.8, "error": null}``; ``state`` is
-``none``, ``loading``, ``ready`` or ``failed``. It reports the model loaded at server start
-(a model re-trained later is picked up by the pages, not by this endpoint).
+``{"state": "ready", "model": "<card name>", "load_seconds": <seconds>, "error": null}``;
+``state`` is ``none``, ``loading``, ``ready`` or ``failed``. It reports the model loaded at
+server start (a model re-trained later is picked up by the pages, not by this endpoint).
 
 The same object runs under any ASGI server, e.g. ``uvicorn app.main:app`` from the repository
 root (the model then comes from ``BCD_MODEL`` or ``runs/``: there is no ``-- --model``).

@@ -1,14 +1,15 @@
 """Process-wide memory settings for serving the model (the app's, not training's).
 
-Measured on the 2-core development machine with a ResNet-50 artifact (RSS of the process):
+What each saves was measured with ``bench/bench_app.py`` (docs/benchmarks.md, and the
+*Memory* section of docs/app.md):
 
 * :func:`prefer_lean_tensorflow`: TensorFlow's oneDNN CPU kernels keep reordered copies of the
-  weights and their own caches: about 47 MB more RSS once the model is loaded and traced, for
-  about 16 ms less per image (probability + Grad-CAM + overlay: 74 ms without, 59 ms with).
-  The app is memory-bound (hosting limits of ~1 GB) rather than latency-bound, so it turns
-  them off unless ``TF_ENABLE_ONEDNN_OPTS`` is set explicitly; training keeps them.
-* :func:`release_freed_memory`: loading a model frees ~100 MB of temporary buffers that
-  glibc keeps in its heaps; ``malloc_trim`` hands them back to the system (~20 MB of RSS).
+  weights and their own caches: more RSS once the model is loaded and traced, for a few
+  milliseconds less per image. The app is memory-bound (hosting limits of about 1 GB) rather
+  than latency-bound, so it turns them off unless ``TF_ENABLE_ONEDNN_OPTS`` is set
+  explicitly; training keeps them.
+* :func:`release_freed_memory`: loading a model frees temporary buffers that glibc keeps in
+  its heaps; ``malloc_trim`` hands them back to the system.
 """
 
 from __future__ import annotations

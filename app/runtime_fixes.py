@@ -6,8 +6,8 @@ that build a new Keras model on every run. This app loads its model once and sha
 for it that call does harm:
 
 * it clears TensorFlow's kernel cache, so the next analysis re-instantiates the whole
-  Grad-CAM graph: measured 0.6-1.0 s of extra CPU per upload on a 2-core machine, instead of
-  ~65 ms for the analysis itself;
+  Grad-CAM graph, which costs many times the analysis itself (docs/app.md, *Streamlit reset
+  Keras after every script run*);
 * it resets Keras's global state and TensorFlow's default graph from the script thread while
   the loader thread may be deserialising or tracing the model.
 
