@@ -5,7 +5,8 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from app import services
+from app import card_text
+from app.results import format_probability
 from app.state import ModelContext
 from model.card import ModelCard
 
@@ -36,7 +37,7 @@ def header(context: ModelContext) -> None:
             where = "uploaded in this session" if context.uploaded else context.handle.label
             st.caption(
                 f"Model: **{card.name}** ({where}). Evaluation: "
-                f"{services.evaluation_summary(card)}."
+                f"{card_text.evaluation_summary(card)}."
             )
     if card is not None and not card.is_trained:
         st.error(UNTRAINED_BANNER, icon=":material/warning:")
@@ -71,7 +72,7 @@ def probability_gauge(probability: float, threshold: float, label: str) -> go.Fi
         x=0.5,
         y=0.08,
         showarrow=False,
-        text=services.format_probability(probability),
+        text=format_probability(probability),
         font={"size": 28, "color": colour},
     )
     figure.add_annotation(
@@ -91,9 +92,9 @@ def card_facts(card: ModelCard, source_label: str) -> list[tuple[str, str]]:
         ("Name", card.name),
         ("Source", source_label),
         ("Architecture", card.architecture),
-        ("Input", services.input_description(card)),
+        ("Input", card_text.input_description(card)),
         ("Decision threshold", f"{card.threshold:.3f} ({card.threshold_source})"),
-        ("Created", services.short_date(card.created)),
+        ("Created", card_text.short_date(card.created)),
     ]
 
 
@@ -102,10 +103,9 @@ def show_metrics(card: ModelCard) -> None:
     if not card.evaluation:
         st.warning("This model's card has no evaluation results.", icon=":material/info:")
         return
-    st.dataframe(services.metrics_table(card), width="stretch")
-    for name, evaluation in services.ordered_protocols(card):
-        description = evaluation.get("description")
-        if description:
-            st.caption(f"**{services.protocol_heading(name, evaluation)}**: {description}")
-    if any(not evaluation.get("patient_disjoint") for evaluation in card.evaluation.values()):
-        st.warning(services.LEAK_NOTE, icon=":material/warning:")
+    st.dataframe(card_text.metrics_table(card), width="stretch")
+    for _, evaluation in card.ordered_evaluations():
+        if evaluation.description:
+            st.caption(f"**{evaluation.heading}**: {evaluation.description}")
+    if any(not evaluation.patient_disjoint for evaluation in card.evaluation.values()):
+        st.warning(card_text.LEAK_NOTE, icon=":material/warning:")

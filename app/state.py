@@ -1,6 +1,6 @@
 """Streamlit glue: the model shared by all sessions, this session's choice of model, its results.
 
-* One :class:`~app.services.ModelHandle` per model (``st.cache_resource``): the process loads
+* One :class:`~app.model_loading.ModelHandle` per model (``st.cache_resource``): the process loads
   each model once, in the background, and every session uses the same thread-safe analyzer.
 * Per session (``st.session_state``, in memory only): the uploaded artifact's checksum, the
   analyses of the images on screen (dropped as soon as the images are removed, so memory does
@@ -19,10 +19,11 @@ from typing import Any
 import streamlit as st
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
-from app import services
-from app.services import AnalysisSettings, ImageResult, ModelHandle, ModelSource
+from app import model_loading, model_source, results
+from app.model_loading import ModelHandle
+from app.model_source import ModelSource, Origin
+from app.results import AnalysisSettings, ImageResult
 
-_CONTEXT = "bcd_model_context"
 _RESULTS = "bcd_results"
 _UPLOAD_DIGEST = "bcd_model_upload_digest"
 MAGNIFICATION_CHOICES = "bcd_magnification_choices"
@@ -43,29 +44,32 @@ class ModelContext:
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def _handle_for_source(path: str, origin: str, detail: str, fingerprint: str) -> ModelHandle:
+def _handle_for_source(path: str, origin: Origin, detail: str, fingerprint: str) -> ModelHandle:
     # ``fingerprint`` is only part of the cache key: a re-written artifact loads afresh.
     del fingerprint
-    return services.start_model_handle(ModelSource(Path(path), origin, detail))  # type: ignore[arg-type]
+    return model_loading.start_model_handle(ModelSource(Path(path), origin, detail))
 
 
 @st.cache_resource(show_spinner=False, max_entries=2)
 def _handle_for_upload(digest: str, file_name: str, _upload: UploadedFile) -> ModelHandle:
     # Keyed by the checksum: sessions uploading the same artifact share one loaded model.
     del digest
-    return services.start_upload_handle(_upload.getvalue(), file_name)
+    return model_loading.start_upload_handle(_upload.getvalue(), file_name)
 
 
 def configured_model() -> tuple[ModelSource | None, ModelHandle | None]:
     """The server's model (command line, ``BCD_MODEL`` or newest run) and its shared handle."""
     try:
-        source = services.resolve_model_source(argv=sys.argv[1:])
+        source = model_source.resolve_model_source(argv=sys.argv[1:])
     except ValueError as error:  # a malformed --model: shown as the model's loading error
         return None, ModelHandle.failed_with("--model", error)
     if source is None:
         return None, None
     handle = _handle_for_source(
-        str(source.path), source.origin, source.detail, services.artifact_fingerprint(source.path)
+        str(source.path),
+        source.origin,
+        source.detail,
+        model_source.artifact_fingerprint(source.path),
     )
     return source, handle
 
@@ -91,11 +95,11 @@ def preload_configured_model() -> ModelHandle | None:
 
 def server_model_status() -> dict[str, Any]:
     """Loading state of the model preloaded at server start (see
-    :func:`app.services.model_status`); ``"none"`` when there is none or nothing was preloaded.
+    :func:`app.model_loading.model_status`); ``"none"`` when there is none or nothing was preloaded.
 
     Only reads: asking never starts a load (a readiness probe polls this).
     """
-    return services.model_status(_SERVER_MODEL[0] if _SERVER_MODEL else None)
+    return model_loading.model_status(_SERVER_MODEL[0] if _SERVER_MODEL else None)
 
 
 def uploaded_model(upload: UploadedFile | None) -> ModelHandle | None:
@@ -121,17 +125,6 @@ def model_context(
     return ModelContext(source=source, handle=handle)
 
 
-def set_current_context(context: ModelContext) -> None:
-    """Remember this run's model choice for the page script that ui.py runs next."""
-    st.session_state[_CONTEXT] = context
-
-
-def current_context() -> ModelContext:
-    """The model choice ui.py made in this run (a page run alone finds none)."""
-    context = st.session_state.get(_CONTEXT)
-    return context if isinstance(context, ModelContext) else ModelContext(None, None)
-
-
 def analyses(
     files: Sequence[UploadedFile], handle: ModelHandle, settings: AnalysisSettings
 ) -> list[ImageResult]:
@@ -149,16 +142,16 @@ def analyses(
         progress = st.progress(0.0, text="Analysing...") if len(missing) > 1 else None
         for done, index in enumerate(missing, start=1):
             upload = files[index]
-            fresh[keys[index]] = services.analyze_upload(
-                analyzer, upload.name, upload.getvalue(), settings
+            fresh[keys[index]] = results.analyze_upload(
+                analyzer, upload.getvalue(), settings, file_id=upload.file_id, file_name=upload.name
             )
             if progress is not None:
                 progress.progress(done / len(missing), text=f"Analysed {done}/{len(missing)}")
         if progress is not None:
             progress.empty()
-    results = [fresh.get(key) or cache[key] for key in keys]
-    st.session_state[_RESULTS] = dict(zip(keys, results, strict=True))
-    return results
+    analysed = [fresh.get(key) or cache[key] for key in keys]
+    st.session_state[_RESULTS] = dict(zip(keys, analysed, strict=True))
+    return analysed
 
 
 def per_image_choices(name: str) -> dict[str, str]:

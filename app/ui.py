@@ -3,12 +3,17 @@ app/main.py`` from the repository root) and run on every page view and interacti
 
 Optional: ``streamlit run app/main.py -- --model PATH`` or ``BCD_MODEL=PATH`` to choose the
 model; otherwise the newest run under ``runs/`` is used, or the user uploads an artifact .zip
-(see :mod:`app.services`). With no model at all, the app opens on the *Get a model* page.
-Tests drive this script directly with Streamlit's ``AppTest``.
+(see :mod:`app.model_source`). With no model at all, the app opens on the *Get a model* page.
+
+Each page is a ``render(context)`` function of :mod:`app.views`; this script picks the model
+once per run and hands that :class:`~app.state.ModelContext` to the pages it builds (callable
+``st.Page`` objects with explicit titles and URL paths). Tests drive this script directly
+with Streamlit's ``AppTest``.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -24,6 +29,7 @@ from streamlit.runtime.uploaded_file_manager import UploadedFile  # noqa: E402
 from app import components, state  # noqa: E402
 from app.runtime_fixes import keep_keras_session  # noqa: E402
 from app.state import ModelContext  # noqa: E402
+from app.views import classify, get_model, model_card  # noqa: E402
 
 # Before anything else runs: Streamlit would otherwise reset Keras after every script run.
 keep_keras_session()
@@ -45,38 +51,47 @@ def main() -> None:
     with st.sidebar:
         _model_status(context)
 
-    state.set_current_context(context)
-    usable = context.handle is not None and context.handle.error is None
-    onboarding = st.Page(
-        "views/get_model.py",
-        title="Get a model",
-        icon=":material/school:",
-        url_path="get-a-model",
-        default=not usable,
-    )
-    classify = st.Page(
-        "views/classify.py",
-        title="Classify",
-        icon=":material/biotech:",
-        url_path="classify",
-        default=usable,
-    )
-    if usable:
-        pages = [
-            classify,
-            st.Page(
-                "views/model_card.py",
-                title="Model card",
-                icon=":material/description:",
-                url_path="model-card",
-            ),
-            onboarding,
-        ]
-    else:
-        pages = [onboarding]
-    page = st.navigation(pages)
+    page = st.navigation(pages(context))
     components.header(context)
     page.run()
+
+
+# The pages' URL paths, also their navigation ids: Streamlit hashes a page by its URL path.
+# (A comment, not a docstring: Streamlit's "magic" would write a bare string on the page.)
+CLASSIFY_URL, MODEL_CARD_URL, GET_A_MODEL_URL = "classify", "model-card", "get-a-model"
+
+
+def pages(context: ModelContext) -> list[st.Page]:
+    """The navigation for this run, each page bound to ``context``: Classify, Model card and
+    Get a model when the model is usable (loaded or loading), only Get a model otherwise.
+
+    The pages are callables (``functools.partial`` objects have no ``__name__``), so each is
+    given its title and URL path explicitly, as ``st.Page`` requires.
+    """
+    usable = context.handle is not None and context.handle.error is None
+    classify_page = st.Page(
+        functools.partial(classify.render, context),
+        title="Classify",
+        icon=":material/biotech:",
+        url_path=CLASSIFY_URL,
+        default=usable,
+    )
+    onboarding = st.Page(
+        functools.partial(get_model.render, context, classify_page if usable else None),
+        title="Get a model",
+        icon=":material/school:",
+        url_path=GET_A_MODEL_URL,
+        default=not usable,
+    )
+    if not usable:
+        return [onboarding]
+    card_page = st.Page(
+        functools.partial(model_card.render, context),
+        title="Model card",
+        icon=":material/description:",
+        url_path=MODEL_CARD_URL,
+    )
+    return [classify_page, card_page, onboarding]
 
 
 def _model_upload(expanded: bool) -> UploadedFile | None:

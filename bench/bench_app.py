@@ -17,9 +17,10 @@ Phases (each in its own Python process, so one does not warm up or bloat the nex
     overlay is displayed (upload, script rerun, encoding, websocket, browser decode).
     Also the server's RSS after the first result and after those uploads.
 ``service``
-    In process, the app's own code path per image: ``services.analyze_upload`` (decode,
-    quality checks, network: probability + Grad-CAM) + re-decode + overlay blend, the work
-    one upload costs in the running app minus Streamlit's rendering.
+    In process, the app's own code path per image: ``app.results.analyze_upload`` (decode,
+    quality checks, network: probability + Grad-CAM) + the details view's decode of the
+    upload + overlay blend, the work one upload costs in the running app minus Streamlit's
+    rendering.
 ``memory``
     In process through Streamlit's AppTest running app/ui.py (the script app/main.py serves):
     RSS after the model has loaded and one image is shown, and after 100 further uploads,
@@ -286,22 +287,26 @@ def _wait_for_overlay(page: Any, previous_src: str | None) -> None:
 
 # --- phase: the service layer in process --------------------------------------------------
 def phase_service(model: Path, rounds: int) -> dict[str, Any]:
-    from app import services
+    from app.model_loading import load_analyzer
+    from app.results import AnalysisSettings, analyze_upload
     from model.overlay import DEFAULT_COLORMAP, DEFAULT_OPACITY
+    from model.preprocessing import decode_image
 
     images = [(path.name, path.read_bytes()) for path in sample_images()]
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    analyzer = services.load_analyzer(model, timings)
+    analyzer = load_analyzer(model, timings)
     load_s = time.perf_counter() - started
-    settings = services.AnalysisSettings()
+    settings = AnalysisSettings()
     analysis_ms, overlay_ms, total_ms = [], [], []
     for _ in range(rounds):
         for name, data in images:
             began = time.perf_counter()
-            result = services.analyze_upload(analyzer, name, data, settings)
+            result = analyze_upload(analyzer, data, settings, file_id=name, file_name=name)
             middle = time.perf_counter()
-            result.with_image(data).overlay(DEFAULT_OPACITY, DEFAULT_COLORMAP)
+            assert result.analysis is not None, result.error
+            pixels = decode_image(data).pixels
+            result.analysis.overlay(pixels, DEFAULT_OPACITY, DEFAULT_COLORMAP)
             ended = time.perf_counter()
             analysis_ms.append((middle - began) * 1000)
             overlay_ms.append((ended - middle) * 1000)
@@ -309,7 +314,7 @@ def phase_service(model: Path, rounds: int) -> dict[str, Any]:
     tta_ms = []
     for name, data in images[:10]:
         began = time.perf_counter()
-        services.analyze_upload(analyzer, name, data, services.AnalysisSettings(tta=True))
+        analyze_upload(analyzer, data, AnalysisSettings(tta=True), file_id=name, file_name=name)
         tta_ms.append((time.perf_counter() - began) * 1000)
     return {
         "load_s": round(load_s, 2),

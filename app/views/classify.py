@@ -1,28 +1,40 @@
-"""Classify page: upload images, see probability, label, Grad-CAM; table, CSV and cases."""
+"""Classify page: upload images, see probability, label, Grad-CAM; table, CSV and cases.
+
+Per-image choices (magnification, case id) and widgets are keyed by the upload's file id;
+each image's original, heatmap and overlay are drawn from its upload decoded once per view.
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import streamlit as st
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
-from app import components, services, state
-from app.services import AnalysisSettings, ImageResult, ModelHandle
+from app import components, results, state
+from app.model_loading import ModelHandle
+from app.results import AnalysisSettings, ImageResult
 from app.state import ModelContext
+from model.config import CAM_LAYERS, CAM_METHODS, CAM_TARGETS, Target
 from model.overlay import COLORMAPS, DEFAULT_COLORMAP, DEFAULT_OPACITY
+from model.preprocessing import decode_image
+
+if TYPE_CHECKING:  # importing it at run time would import TensorFlow
+    from model.analysis import ImageAnalysis
 
 IMAGE_TYPES = ("png", "jpg", "jpeg", "tif", "tiff", "bmp")
 IMAGE_UPLOAD_LIMIT_MB = 50  # per file; a BreakHis PNG is ~0.5 MB
 DETAILS_PER_PAGE = 6  # drawing three images and a chart per result is the slow part
-TARGETS = {
+TARGETS: dict[Target, str] = {
     "predicted": "the predicted class",
     "malignant": "malignant evidence",
     "benign": "benign evidence",
 }
+"""How the sidebar names each of :data:`model.config.CAM_TARGETS`."""
 
 
 @dataclass(frozen=True)
@@ -81,32 +93,31 @@ def render(context: ModelContext) -> None:
         )
         return
 
-    results = state.analyses(files, handle, settings)
+    analysed = state.analyses(files, handle, settings)
     untrained = not card.is_trained
-    file_ids = [upload.file_id for upload in files]
-    state.forget_choices(state.MAGNIFICATION_CHOICES, set(file_ids))
-    state.forget_choices(state.CASE_CHOICES, set(file_ids))
+    state.forget_choices(state.MAGNIFICATION_CHOICES, {upload.file_id for upload in files})
+    state.forget_choices(state.CASE_CHOICES, {upload.file_id for upload in files})
     magnifications = state.per_image_choices(state.MAGNIFICATION_CHOICES)
     cases = state.per_image_choices(state.CASE_CHOICES)
-    table = services.results_table(
-        results,
-        untrained=untrained,
-        magnifications={i: magnifications.get(fid, "") for i, fid in enumerate(file_ids)},
-        cases={i: cases.get(fid, "") for i, fid in enumerate(file_ids)},
-        default_case=default_case,
+    table = results.results_table(
+        analysed, magnifications, cases, untrained=untrained, default_case=default_case
     )
     if not settings.tta:
         table = table.drop(columns=["tta_mean", "tta_std"])
+    uploads = {upload.file_id: upload for upload in files}
 
-    _summary(results)
-    if len(results) == 1:  # one image: its result first, the table is secondary
-        _details(files, results, table, settings, display, default_case, untrained)
+    def details() -> None:
+        _details(uploads, analysed, magnifications, settings, display, default_case, untrained)
+
+    _summary(analysed)
+    if len(analysed) == 1:  # one image: its result first, the table is secondary
+        details()
         _results_table(table)
         _cases(table, card.threshold)
     else:  # a batch: the overview first
         _results_table(table)
         _cases(table, card.threshold)
-        _details(files, results, table, settings, display, default_case, untrained)
+        details()
 
 
 # --- pieces -------------------------------------------------------------------------------
@@ -125,10 +136,6 @@ def _loading_status(handle: ModelHandle) -> None:
 
 def _controls() -> tuple[AnalysisSettings, DisplaySettings]:
     """Grad-CAM and TTA settings in the sidebar."""
-    # Imported here, not at the top: model.explainer imports TensorFlow, which the loader
-    # thread has imported by now; at module level it would block the first page for ~5 s.
-    from model.config import CAM_LAYERS, CAM_METHODS
-
     with st.sidebar:
         st.subheader("Grad-CAM")
         method = st.selectbox(
@@ -138,7 +145,7 @@ def _controls() -> tuple[AnalysisSettings, DisplaySettings]:
             "Layer", list(CAM_LAYERS), format_func=CAM_LAYERS.__getitem__, key="cam_layer"
         )
         target = st.selectbox(
-            "Explain", list(TARGETS), format_func=TARGETS.__getitem__, key="cam_target"
+            "Explain", list(CAM_TARGETS), format_func=TARGETS.__getitem__, key="cam_target"
         )
         opacity = st.slider("Overlay opacity", 0.0, 1.0, DEFAULT_OPACITY, 0.05, key="opacity")
         colormap = st.selectbox(
@@ -162,9 +169,9 @@ def _controls() -> tuple[AnalysisSettings, DisplaySettings]:
     )
 
 
-def _summary(results: Sequence[ImageResult]) -> None:
-    failed = sum(not result.ok for result in results)
-    text = f"**{len(results) - failed} of {len(results)} image(s) classified.**"
+def _summary(analysed: Sequence[ImageResult]) -> None:
+    failed = sum(not result.ok for result in analysed)
+    text = f"**{len(analysed) - failed} of {len(analysed)} image(s) classified.**"
     if failed:
         text += f" {failed} could not be read: see the *error* column."
     st.markdown(text)
@@ -191,7 +198,7 @@ def _results_table(table: pd.DataFrame) -> None:
     )
     st.download_button(
         "Download results (CSV)",
-        data=services.results_csv(table),
+        data=results.results_csv(table),
         file_name="breakhis_results.csv",
         mime="text/csv",
         icon=":material/download:",
@@ -201,7 +208,7 @@ def _results_table(table: pd.DataFrame) -> None:
 
 
 def _cases(table: pd.DataFrame, threshold: float) -> None:
-    cases = services.aggregate_cases(table, threshold)
+    cases = results.aggregate_cases(table, threshold)
     st.subheader("Cases")
     if cases.empty:
         st.caption(
@@ -233,16 +240,18 @@ def _cases(table: pd.DataFrame, threshold: float) -> None:
 
 
 def _details(
-    files: Sequence[UploadedFile],
-    results: Sequence[ImageResult],
-    table: pd.DataFrame,
+    uploads: Mapping[str, UploadedFile],
+    analysed: Sequence[ImageResult],
+    magnifications: Mapping[str, str],
     settings: AnalysisSettings,
     display: DisplaySettings,
     default_case: str,
     untrained: bool,
 ) -> None:
+    """The results one page of details at a time (``uploads`` by file id)."""
     st.subheader("Images")
-    pages = (len(results) + DETAILS_PER_PAGE - 1) // DETAILS_PER_PAGE
+    count = len(analysed)
+    pages = (count + DETAILS_PER_PAGE - 1) // DETAILS_PER_PAGE
     first = 0
     if pages > 1:
         page = st.selectbox(
@@ -250,17 +259,18 @@ def _details(
             range(pages),
             format_func=lambda p: (
                 f"images {p * DETAILS_PER_PAGE + 1}-"
-                f"{min((p + 1) * DETAILS_PER_PAGE, len(results))} of {len(results)}"
+                f"{min((p + 1) * DETAILS_PER_PAGE, count)} of {count}"
             ),
             key="details_page",
         )
         first = page * DETAILS_PER_PAGE
-    for position in range(first, min(first + DETAILS_PER_PAGE, len(results))):
+    for position in range(first, min(first + DETAILS_PER_PAGE, count)):
+        result = analysed[position]
         _image_detail(
             position,
-            files[position],
-            results[position],
-            table.iloc[position],
+            uploads[result.file_id],
+            result,
+            results.magnification_of(result, magnifications.get(result.file_id)),
             settings,
             display,
             default_case,
@@ -272,22 +282,24 @@ def _image_detail(
     position: int,
     upload: UploadedFile,
     result: ImageResult,
-    row: pd.Series,
+    magnification: str,
     settings: AnalysisSettings,
     display: DisplaySettings,
     default_case: str,
     untrained: bool,
 ) -> None:
-    """One image: gauge, number, label, magnification, case, warnings; original, heatmap and
-    overlay side by side; PNG download of the overlay."""
+    """One image (``position`` in upload order, for its number): gauge, number, label,
+    magnification (as the results table shows it), case, warnings; original, heatmap and
+    overlay side by side, drawn from the upload decoded once here; PNG download of the
+    overlay."""
     with st.container(border=True, key=f"result-{position}"):
         st.markdown(f"**{position + 1}. {_escape_markdown(result.file_name)}**")
         if result.name_info is not None:
             st.caption(f"File name says: {result.name_info.describe()}")
-        if not result.ok:
+        analysis = result.analysis
+        if analysis is None:
             st.error(f"Not classified: {result.error}", icon=":material/broken_image:")
             return
-        analysis = result.with_image(upload.getvalue())
 
         chart, facts = st.columns([2, 3], gap="medium")
         with chart:
@@ -301,7 +313,7 @@ def _image_detail(
         with facts:
             probability_column, label_column = st.columns(2)
             probability_column.metric(
-                "Malignancy probability", services.format_probability(analysis.probability)
+                "Malignancy probability", results.format_probability(analysis.probability)
             )
             with label_column:
                 st.markdown("**Label**")
@@ -315,55 +327,65 @@ def _image_detail(
                     f"(range {float(tta.probabilities.min()):.3f}-"
                     f"{float(tta.probabilities.max()):.3f})"
                 )
-            _magnification_and_case(upload.file_id, result, row, default_case)
-            for warning in services.result_warnings(result, untrained):
-                if warning == services.UNTRAINED_WARNING:
+            _magnification_and_case(result, magnification, default_case)
+            for warning in results.result_warnings(result, untrained):
+                if warning == results.UNTRAINED_WARNING:
                     st.error(f"**{warning.capitalize()}**", icon=":material/warning:")
                 else:
                     st.warning(warning, icon=":material/warning:")
             st.caption(
-                f"Map: {_method_name(settings.method)} on {settings.layer}, showing "
+                f"Map: {CAM_METHODS[settings.method]} on {settings.layer}, showing "
                 f"{analysis.target} evidence. Analysed in {result.seconds * 1000:.0f} ms."
             )
 
-        original, heatmap, overlay = st.columns(3)
-        original.image(analysis.image.pixels, caption="original", output_format="JPEG")
-        heatmap.image(
-            analysis.heatmap_rgb(display.colormap), caption="heatmap", output_format="JPEG"
-        )
-        overlay.image(
-            analysis.overlay(display.opacity, display.colormap),
-            caption=f"overlay (opacity {display.opacity:.2f})",
-            output_format="JPEG",
-        )
-        overlay.download_button(
-            "Download overlay (PNG)",
-            # Deferred: the PNG is only encoded when someone clicks.
-            data=lambda: services.overlay_png(analysis, display.opacity, display.colormap),
-            file_name=services.download_name(result.file_name, "overlay"),
-            mime="image/png",
-            icon=":material/download:",
-            on_click="ignore",
-            key=f"download-{upload.file_id}",
-        )
+        _images(upload, result, analysis, display)
 
 
-def _magnification_and_case(
-    file_id: str, result: ImageResult, row: pd.Series, default_case: str
+def _images(
+    upload: UploadedFile, result: ImageResult, analysis: ImageAnalysis, display: DisplaySettings
 ) -> None:
+    """Original, heatmap and overlay, all from one decode of the upload (the analysis holds
+    no pixels); the overlay's PNG download."""
+    pixels = decode_image(upload.getvalue()).pixels
+    original, heatmap, overlay = st.columns(3)
+    original.image(pixels, caption="original", output_format="JPEG")
+    heatmap.image(
+        analysis.heatmap_rgb(pixels.shape[:2], display.colormap),
+        caption="heatmap",
+        output_format="JPEG",
+    )
+    overlay.image(
+        analysis.overlay(pixels, display.opacity, display.colormap),
+        caption=f"overlay (opacity {display.opacity:.2f})",
+        output_format="JPEG",
+    )
+    overlay.download_button(
+        "Download overlay (PNG)",
+        # Deferred: the PNG is only encoded when someone clicks.
+        data=lambda: results.overlay_png(analysis, pixels, display.opacity, display.colormap),
+        file_name=results.download_name(result.file_name, "overlay"),
+        mime="image/png",
+        icon=":material/download:",
+        on_click="ignore",
+        key=f"download-{upload.file_id}",
+    )
+
+
+def _magnification_and_case(result: ImageResult, magnification: str, default_case: str) -> None:
+    """The per-image choices, stored by the result's file id."""
+    file_id = result.file_id
     magnification_column, case_column = st.columns(2)
     magnification_key, case_key = f"magnification-{file_id}", f"case-{file_id}"
-    current = str(row["magnification"])
     magnification_column.selectbox(
         "Magnification",
-        services.MAGNIFICATION_CHOICES,
-        index=services.MAGNIFICATION_CHOICES.index(current),
+        results.MAGNIFICATION_CHOICES,
+        index=results.MAGNIFICATION_CHOICES.index(magnification),
         key=magnification_key,
         on_change=state.remember_choice,
         args=(state.MAGNIFICATION_CHOICES, file_id, magnification_key),
         help="Read from a BreakHis file name when possible; choose it otherwise.",
     )
-    automatic = services.case_of(result, None, default_case)
+    automatic = results.case_of(result, None, default_case)
     case_column.text_input(
         "Case id",
         value=state.per_image_choices(state.CASE_CHOICES).get(file_id, ""),
@@ -375,19 +397,9 @@ def _magnification_and_case(
     )
 
 
-def _method_name(method: str) -> str:
-    from model.config import CAM_METHODS
-
-    return CAM_METHODS.get(method, method)
-
-
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$])")
 
 
 def _escape_markdown(text: str) -> str:
     """A file name shown literally, not as Markdown."""
     return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
-
-
-if __name__ == "__main__":  # run as a page by st.navigation in app/ui.py
-    render(state.current_context())

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import services, state
+from app import model_source
 from app.state import ModelContext
 
 
-def render(context: ModelContext) -> None:
-    """Explain exactly how to get a model: download BreakHis, train, or upload an artifact."""
+def render(context: ModelContext, classify_page: st.Page | None = None) -> None:
+    """Explain exactly how to get a model: download BreakHis, train, or upload an artifact.
+
+    ``classify_page`` is the navigation's *Classify* page, linked to when a model is loaded
+    (None while there is no usable model, when that page is not in the navigation).
+    """
     st.title("Get a model")
     message = context.handle.error_message if context.handle is not None else None
     if message is not None:
@@ -28,14 +32,15 @@ def render(context: ModelContext) -> None:
             + " Classify images with it:",
             icon=":material/check_circle:",
         )
-        st.page_link("views/classify.py", label="Classify images", icon=":material/biotech:")
+        if classify_page is not None:
+            st.page_link(classify_page, label="Classify images", icon=":material/biotech:")
     else:
         st.info(
             "**No model is loaded yet.** The app classifies images with a model you train "
             "(or receive as an artifact). No numbers are shown until there is one.",
             icon=":material/info:",
         )
-    runs_dir = services.runs_directory()
+    runs_dir = model_source.runs_directory()
     st.subheader("1. Download BreakHis")
     st.markdown(
         "The dataset (7,909 H&E images of 82 patients, about 4 GB) is public. This fetches "
@@ -75,7 +80,3 @@ def render(context: ModelContext) -> None:
         "export_zip('runs/<name>/model', 'model.zip')\"",
         language="bash",
     )
-
-
-if __name__ == "__main__":  # run as a page by st.navigation in app/ui.py
-    render(state.current_context())

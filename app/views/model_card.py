@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from app import components, services, state
+from app import card_text, components
 from app.state import ModelContext
 
 
@@ -32,7 +32,7 @@ def render(context: ModelContext) -> None:
     st.subheader("Training")
     if not card.is_trained:
         st.error(components.UNTRAINED_BANNER, icon=":material/warning:")
-    _facts_table(services.training_description(card))
+    _facts_table(card_text.training_description(card))
 
     st.subheader("Intended use")
     st.markdown(card.intended_use)
@@ -56,7 +56,3 @@ def _facts_table(rows: list[tuple[str, str]]) -> None:
         hide_header=True,
         border="horizontal",
     )
-
-
-if __name__ == "__main__":  # run as a page by st.navigation in app/ui.py
-    render(state.current_context())

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from model.card import ModelCard, TrainingInfo
+from model.card import Evaluation, ModelCard, TrainingInfo
 from tests.app.helpers import png_bytes, tissue_like
 from tests.conftest import BREAKHIS_SAMPLE
 
@@ -42,16 +42,18 @@ def trained_card() -> ModelCard:
             freeze="base",
         ),
         evaluation={
-            "patient": {
-                "description": "test fixture: random weights, illustrative numbers",
-                "patient_disjoint": True,
-                "metrics": {"accuracy": 0.851, "auc": 0.912, "sensitivity": 0.9},
-            },
-            "paper": {
-                "description": "test fixture: illustrative numbers (paper protocol)",
-                "patient_disjoint": False,
-                "metrics": {"accuracy": 0.982, "auc": 0.995, "sensitivity": 0.99},
-            },
+            "patient": Evaluation(
+                protocol="patient",
+                description="test fixture: random weights, illustrative numbers",
+                patient_disjoint=True,
+                metrics={"accuracy": 0.851, "auc": 0.912, "sensitivity": 0.9},
+            ),
+            "paper": Evaluation(
+                protocol="paper",
+                description="test fixture: illustrative numbers (paper protocol)",
+                patient_disjoint=False,
+                metrics={"accuracy": 0.982, "auc": 0.995, "sensitivity": 0.99},
+            ),
         },
     )
 

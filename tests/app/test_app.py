@@ -11,8 +11,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app import services
-from tests.app.helpers import new_app, png_bytes, run_until_loaded, texts, tissue_like
+from app.results import UNTRAINED_WARNING, format_probability, results_csv
+from tests.app.helpers import (
+    new_app,
+    open_page,
+    page_script_hash,
+    png_bytes,
+    run_until_loaded,
+    texts,
+    tissue_like,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -56,6 +64,12 @@ def test_no_model_opens_onboarding_with_exact_commands() -> None:
     assert app.sidebar.file_uploader(key="model_zip") is not None
 
 
+def test_open_page_refuses_a_page_not_in_the_navigation() -> None:
+    app = new_app().run()  # no model: the navigation holds only "Get a model"
+    with pytest.raises(ValueError, match="no page 'model-card'"):
+        open_page(app, "model-card")
+
+
 def test_model_from_environment_variable(monkeypatch, trained_artifact: Path) -> None:
     monkeypatch.setenv("BCD_MODEL", str(trained_artifact))
     app = run_until_loaded(new_app())
@@ -89,7 +103,7 @@ def test_model_card_page_shows_both_protocols_and_the_leak(
 ) -> None:
     monkeypatch.setenv("BCD_MODEL", str(trained_artifact))
     app = run_until_loaded(new_app())
-    app.switch_page("views/model_card.py").run()
+    open_page(app, "model-card").run()
     assert not app.exception
     assert texts(app.title) == ["Model card"]
     metrics = app.dataframe[0].value
@@ -113,7 +127,10 @@ def test_uploaded_model_zip_is_used(trained_zip: Path, sample_images: dict[str, 
     run_until_loaded(app)
     # The user is still on the onboarding page; it now points to the classifier.
     assert "A model is loaded" in app.success[0].value
-    app.switch_page("views/classify.py").run()
+    [link] = app.get("page_link")
+    assert link.proto.label == "Classify images"
+    assert link.proto.page_script_hash == page_script_hash("classify")
+    open_page(app, "classify").run()
     assert texts(app.title) == ["Classify images"]
     assert "uploaded in this session" in " ".join(texts(app.caption))
     name, data = next(iter(sample_images.items()))
@@ -133,7 +150,7 @@ def test_one_upload_shows_probability_label_gauge_and_images(
     assert not app.exception
     [metric] = app.metric
     table = results(app)
-    assert metric.value == services.format_probability(table.loc[0, "probability"])
+    assert metric.value == format_probability(table.loc[0, "probability"])
     assert table.loc[0, "label"] in ("benign", "malignant")
     assert table.loc[0, "magnification"] == "40X"
     assert table.loc[0, "case"] == "14-2523"
@@ -265,7 +282,7 @@ def test_csv_download_matches_the_results_table(
     upload(app, [*sample_images.items(), ("=cmd|calc.png", b"")])
     table = results(app)
     assert app.download_button(key="download_csv").label == "Download results (CSV)"
-    csv = pd.read_csv(io.BytesIO(services.results_csv(table)), keep_default_na=False)
+    csv = pd.read_csv(io.BytesIO(results_csv(table)), keep_default_na=False)
     assert list(csv.columns) == [
         "file",
         "magnification",
@@ -319,9 +336,7 @@ def test_untrained_model_warns_on_every_result(
     assert "Untrained model: meaningless output" in app.error[0].value
     upload(app, list(sample_images.items())[:2])
     assert not app.exception
-    assert all(
-        warning.startswith(services.UNTRAINED_WARNING) for warning in results(app)["warnings"]
-    )
+    assert all(warning.startswith(UNTRAINED_WARNING) for warning in results(app)["warnings"])
     per_result = [text for text in texts(app.error) if "meaningless output" in text]
     assert len(per_result) == 3  # the banner and one per image
 
@@ -379,7 +394,7 @@ def _png_header_claiming(width: int, height: int) -> bytes:
 
 def test_streamlit_no_longer_resets_keras_after_each_run(monkeypatch) -> None:
     """Streamlit's per-run keras.backend.clear_session() cleared TensorFlow's kernel cache:
-    every upload then paid ~0.7 s to re-instantiate the Grad-CAM graph."""
+    every upload then paid for re-instantiating the Grad-CAM graph (docs/app.md)."""
     import keras
 
     calls: list[int] = []

@@ -1,0 +1,245 @@
+"""Loading the model once, in a background thread, and reporting how far it got.
+
+No Streamlit here. All TensorFlow work goes through ``model/``, and :mod:`model.analysis`
+(which imports TensorFlow) is imported only inside the loader thread, so the page is
+interactive before TensorFlow is ready. How long each loading stage takes is measured by
+``bench/bench_app.py`` (see docs/benchmarks.md); :attr:`ModelHandle.timings` records it for
+every load.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from app.model_source import ModelSource
+from app.process import prefer_lean_tensorflow, release_freed_memory
+from model.artifact import read_card, read_card_from_zip
+from model.card import ModelCard
+from model.config import COARSE_LAYER
+from model.errors import ArtifactError
+from model.preprocessing import DecodedImage
+
+if TYPE_CHECKING:  # importing these at run time would import TensorFlow
+    from model.analysis import Analyzer
+    from model.artifact import LoadedArtifact
+
+Loader = Callable[[dict[str, float]], "Analyzer"]
+"""Builds an analyzer; records the seconds of each stage in the dict it is given."""
+
+
+class ModelHandle:
+    """A model that loads in a background thread, once, then serves every session.
+
+    Loading a ResNet-50 artifact takes seconds (importing TensorFlow, deserialising the Keras
+    model, tracing the Grad-CAM graph). Starting it in a thread lets the page render at once;
+    the first analysis waits for it (:meth:`wait`). The loaded
+    :class:`~model.analysis.Analyzer` is thread-safe and shared.
+
+    Args:
+        label: how the UI names the model's origin.
+        load: builds the analyzer (runs in the thread; its exception is kept and re-raised
+            by :meth:`wait`).
+        preview: the card read cheaply beforehand, shown while loading.
+    """
+
+    def __init__(self, label: str, load: Loader, preview: ModelCard | None = None) -> None:
+        self.label = label
+        self.preview = preview
+        self.key = uuid.uuid4().hex  # tells this model's cached results from another's
+        self.started: float | None = None
+        self.load_seconds: float | None = None
+        self.timings: dict[str, float] = {}  # seconds per loading stage
+        self._load: Loader | None = load
+        self._analyzer: Analyzer | None = None
+        self._error: BaseException | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bcd-model-loader", daemon=False)
+
+    def start(self) -> ModelHandle:
+        """Start loading (once); returns self."""
+        if self.started is None and not self._done.is_set():
+            self.started = time.monotonic()
+            self._thread.start()
+        return self
+
+    @classmethod
+    def failed_with(cls, label: str, error: BaseException) -> ModelHandle:
+        """A handle that failed before loading began (e.g. the card is unreadable)."""
+        handle = cls(label, load=_never)
+        handle._error, handle._load = error, None
+        handle._done.set()
+        return handle
+
+    def _run(self) -> None:
+        started = time.perf_counter()
+        try:
+            assert self._load is not None
+            self._analyzer = self._load(self.timings)
+        except BaseException as error:  # kept for wait(); a thread has nobody else to tell
+            self._error = error
+        finally:
+            self.load_seconds = time.perf_counter() - started
+            self._load = None  # drop the closure (it may hold an uploaded .zip's bytes)
+            self._done.set()
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since loading started (0 when it never started)."""
+        return 0.0 if self.started is None else time.monotonic() - self.started
+
+    @property
+    def loading(self) -> bool:
+        return not self._done.is_set()
+
+    @property
+    def ready(self) -> bool:
+        return self._done.is_set() and self._analyzer is not None
+
+    @property
+    def error(self) -> BaseException | None:
+        return self._error if self._done.is_set() else None
+
+    @property
+    def error_message(self) -> str | None:
+        """What to tell the user when loading failed (None otherwise)."""
+        error = self.error
+        if error is None:
+            return None
+        if isinstance(error, ArtifactError):
+            return str(error)
+        return f"the model could not be loaded ({type(error).__name__}: {error})"
+
+    @property
+    def card(self) -> ModelCard | None:
+        """The loaded model's card, or the preview while loading."""
+        return self._analyzer.card if self._analyzer is not None else self.preview
+
+    def wait(self, timeout: float | None = None) -> Analyzer:
+        """Block until loaded; raise the loading error, or ``TimeoutError``."""
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"the model is still loading after {timeout} s")
+        if self._error is not None:
+            raise self._error
+        assert self._analyzer is not None
+        return self._analyzer
+
+
+def model_status(handle: ModelHandle | None) -> dict[str, Any]:
+    """The server model's state for the ``/api/model`` readiness endpoint (no patient data).
+
+    Example:
+        >>> model_status(None)
+        {'state': 'none', 'model': None, 'load_seconds': None, 'error': None}
+        >>> model_status(ModelHandle.failed_with("x", ValueError("no")))["state"]
+        'failed'
+    """
+    if handle is None:
+        return {"state": "none", "model": None, "load_seconds": None, "error": None}
+    card = handle.card
+    if handle.loading:
+        state = "loading"
+    elif handle.error is not None:
+        state = "failed"
+    else:
+        state = "ready"
+    return {
+        "state": state,
+        "model": card.name if card is not None else None,
+        "load_seconds": None if handle.load_seconds is None else round(handle.load_seconds, 2),
+        "error": handle.error_message,
+    }
+
+
+def _never(timings: dict[str, float]) -> Analyzer:
+    raise RuntimeError("this model handle never loads")
+
+
+class _Stage:
+    """Times one loading stage into ``timings[name]``."""
+
+    def __init__(self, timings: dict[str, float], name: str) -> None:
+        self.timings, self.name = timings, name
+
+    def __enter__(self) -> None:
+        self.started = time.perf_counter()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.timings[self.name] = time.perf_counter() - self.started
+
+
+def load_analyzer(path: Path, timings: dict[str, float] | None = None) -> Analyzer:
+    """Load an artifact from disk and make it ready (traced) for the first image."""
+    timings = {} if timings is None else timings
+    prefer_lean_tensorflow()
+    with _Stage(timings, "import TensorFlow"):
+        # Imported here, in the loader thread: these import TensorFlow.
+        from model.analysis import Analyzer
+        from model.artifact import load_artifact
+    with _Stage(timings, "read artifact"):
+        artifact = load_artifact(path)
+    return _prepare(Analyzer, artifact, timings)
+
+
+def load_analyzer_from_zip(
+    data: bytes, source: str, timings: dict[str, float] | None = None
+) -> Analyzer:
+    """Load an uploaded artifact ``.zip`` (held in memory) and make it ready."""
+    timings = {} if timings is None else timings
+    prefer_lean_tensorflow()
+    with _Stage(timings, "import TensorFlow"):
+        from model.analysis import Analyzer
+        from model.artifact import load_artifact_bytes
+    with _Stage(timings, "read artifact"):
+        artifact = load_artifact_bytes(data, source=source)
+    return _prepare(Analyzer, artifact, timings)
+
+
+def _prepare(
+    analyzer_class: type[Analyzer], artifact: LoadedArtifact, timings: dict[str, float]
+) -> Analyzer:
+    with _Stage(timings, "build analyzer"):
+        analyzer = analyzer_class(artifact)
+    with _Stage(timings, "trace Grad-CAM"):
+        warm_up(analyzer)
+    release_freed_memory()  # loading's temporary buffers
+    return analyzer
+
+
+def warm_up(analyzer: Analyzer) -> Analyzer:
+    """Run one blank image through the default Grad-CAM path and overlay, so the first user's
+    image pays neither for tracing the graph nor for importing Matplotlib's colormaps."""
+    spec = analyzer.card.config.input
+    blank = DecodedImage(np.full((spec.height, spec.width, 3), 200, np.uint8), "PNG", "RGB")
+    analyzer.analyze(blank, method="gradcam", layer=COARSE_LAYER).overlay(blank.pixels)
+    return analyzer
+
+
+def start_model_handle(source: ModelSource) -> ModelHandle:
+    """Read the card cheaply, then start loading the model in the background."""
+    try:
+        preview = read_card(source.path)
+    except ArtifactError as error:
+        return ModelHandle.failed_with(source.detail, error)
+    path = source.path
+    return ModelHandle(source.detail, lambda timings: load_analyzer(path, timings), preview).start()
+
+
+def start_upload_handle(data: bytes, file_name: str) -> ModelHandle:
+    """Read the card of an artifact ``.zip`` uploaded in the sidebar, then start loading it."""
+    label = f"uploaded file {file_name}"
+    try:
+        preview = read_card_from_zip(data, label)
+    except ArtifactError as error:
+        return ModelHandle.failed_with(label, error)
+    return ModelHandle(
+        label,
+        lambda timings: load_analyzer_from_zip(data, source=label, timings=timings),
+        preview,
+    ).start()

@@ -1,0 +1,379 @@
+"""The outcome of each uploaded image, and the tables, CSV and cases made from them.
+
+Plain Python (NumPy, pandas, Pillow), no Streamlit and no TensorFlow: the network's part comes
+from an :class:`~model.analysis.Analyzer` passed in. An :class:`ImageResult` holds the model
+core's pixel-free :class:`~model.analysis.ImageAnalysis`; overlays are drawn from the decoded
+image the caller holds. The user's per-image choices (magnification, case id) are keyed by
+the upload's file id everywhere, never by a position in a table.
+
+Example:
+    >>> bad = analyze_upload(None, b"", AnalysisSettings(), file_id="f1", file_name="x.png")
+    >>> bad.ok, bad.error
+    (False, 'empty file: it contains no bytes')
+    >>> results_table([bad])[["file", "magnification", "error"]].values.tolist()
+    [['x.png', 'unknown', 'empty file: it contains no bytes']]
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from model.breakhis import MAGNIFICATIONS as MAGNIFICATION_POWERS
+from model.breakhis import BreakHisName, read_breakhis_filename
+from model.config import COARSE_LAYER, CamMethod, Target, label_of
+from model.errors import ImageError
+from model.preprocessing import decode_image
+from model.quality import quality_warnings
+
+if TYPE_CHECKING:  # importing these at run time would import TensorFlow
+    from model.analysis import Analyzer, ImageAnalysis
+
+UNTRAINED_WARNING = "untrained model: meaningless output"
+UNKNOWN_MAGNIFICATION = "unknown"
+MAGNIFICATIONS = tuple(f"{power}X" for power in MAGNIFICATION_POWERS)  # "40X"... as BreakHis
+MAGNIFICATION_CHOICES = (UNKNOWN_MAGNIFICATION, *MAGNIFICATIONS)
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """What the network computes per image (changing these re-runs the network; the overlay's
+    opacity and colormap do not)."""
+
+    method: CamMethod = "gradcam"
+    layer: str = COARSE_LAYER
+    target: Target = "predicted"
+    tta: bool = False
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """The outcome for one uploaded file: the model's analysis, or why there is none.
+
+    Attributes:
+        file_id: the upload's id (Streamlit's ``UploadedFile.file_id``): what per-image
+            choices and widgets are keyed by.
+        file_name: the name the file was uploaded with.
+        name_info: what a BreakHis file name says (None for other names).
+        error: why the file was not classified (None when it was).
+        quality: warnings for an image that does not look like H&E microscopy.
+        seconds: decode + checks + network, for this image.
+        analysis: the model core's result (probability, label, map...); it holds no pixels,
+            so a session with hundreds of images keeps only their small maps.
+
+    Example:
+        >>> result = ImageResult("f1", "scan.png", None, error="not an image")
+        >>> result.ok
+        False
+    """
+
+    file_id: str
+    file_name: str
+    name_info: BreakHisName | None
+    error: str | None = None
+    quality: tuple[str, ...] = ()
+    seconds: float = 0.0
+    analysis: ImageAnalysis | None = None
+
+    def __post_init__(self) -> None:
+        if (self.analysis is None) == (self.error is None):
+            raise ValueError("an ImageResult holds either an analysis or an error")
+
+    @property
+    def ok(self) -> bool:
+        """True when the file was classified (``analysis`` is there)."""
+        return self.analysis is not None
+
+
+def analyze_upload(
+    analyzer: Analyzer,
+    data: bytes,
+    settings: AnalysisSettings,
+    *,
+    file_id: str,
+    file_name: str,
+) -> ImageResult:
+    """Decode, check and analyse one uploaded file. Never raises for a bad file: the error
+    goes into the result, so the other files of a batch still classify.
+
+    Example (a file that does not decode never reaches the analyzer):
+        >>> result = analyze_upload(
+        ...     None, b"GIF89a...", AnalysisSettings(), file_id="f1", file_name="a.gif")
+        >>> result.error.split(":")[0]
+        'not an image'
+    """
+    started = time.perf_counter()
+    name_info = read_breakhis_filename(file_name)
+    try:
+        decoded = decode_image(data)
+    except ImageError as error:
+        return ImageResult(file_id, file_name, name_info, error=str(error))
+    quality = tuple(quality_warnings(decoded))
+    try:
+        analysis = analyzer.analyze(
+            decoded,
+            method=settings.method,
+            layer=settings.layer,
+            target=settings.target,
+            tta=settings.tta,
+        )
+    except ImageError as error:
+        return ImageResult(file_id, file_name, name_info, error=str(error), quality=quality)
+    except Exception as error:  # one unexpected failure must not stop the batch
+        return ImageResult(
+            file_id,
+            file_name,
+            name_info,
+            error=f"could not analyse this image ({type(error).__name__}: {error})",
+            quality=quality,
+        )
+    return ImageResult(
+        file_id,
+        file_name,
+        name_info,
+        quality=quality,
+        seconds=time.perf_counter() - started,
+        analysis=analysis,
+    )
+
+
+def format_probability(probability: float) -> str:
+    """A probability as a percentage that never rounds to a misleading 0 % or 100 %.
+
+    Example:
+        >>> format_probability(0.0004), format_probability(0.4567), format_probability(0.9996)
+        ('<0.1%', '45.7%', '>99.9%')
+    """
+    if probability < 0.001:
+        return "<0.1%"
+    if probability > 0.999:
+        return ">99.9%"
+    return f"{probability:.1%}"
+
+
+def magnification_of(result: ImageResult, chosen: str | None = None) -> str:
+    """The user's choice when made, else what the BreakHis name says, else "unknown".
+
+    Example:
+        >>> name = "SOB_M_DC-14-2523-100-011.png"
+        >>> result = ImageResult("f1", name, read_breakhis_filename(name), error="x")
+        >>> magnification_of(result), magnification_of(result, chosen="200X")
+        ('100X', '200X')
+    """
+    if chosen and chosen != UNKNOWN_MAGNIFICATION:
+        return chosen
+    if result.name_info is None:
+        return UNKNOWN_MAGNIFICATION
+    return f"{result.name_info.magnification}X"
+
+
+def case_of(result: ImageResult, typed: str | None = None, default_case: str = "") -> str:
+    """The case id typed for this image, else the BreakHis patient id, else the default.
+
+    Example:
+        >>> name = "SOB_M_DC-14-2523-100-011.png"
+        >>> breakhis = ImageResult("f1", name, read_breakhis_filename(name), error="x")
+        >>> other = ImageResult("f2", "scan.png", None, error="x")
+        >>> case_of(breakhis), case_of(breakhis, " A "), case_of(other, None, "CASE-7")
+        ('14-2523', 'A', 'CASE-7')
+    """
+    if typed and typed.strip():
+        return typed.strip()
+    if result.name_info is not None:
+        return result.name_info.patient
+    return default_case.strip()
+
+
+def result_warnings(result: ImageResult, untrained: bool) -> list[str]:
+    """Everything a reader must know about one result, most important first (for a file
+    that could not be used, why).
+
+    Example:
+        >>> result_warnings(ImageResult("f1", "a.png", None, error="empty file"), True)
+        ['not classified: empty file']
+    """
+    analysis = result.analysis
+    if analysis is None:
+        return [f"not classified: {result.error}"]
+    warnings = [UNTRAINED_WARNING] if untrained else []
+    warnings += list(result.quality)
+    warnings += list(analysis.notes)
+    if analysis.tta is not None and analysis.threshold:
+        mean = float(analysis.tta.mean[0])
+        if (mean >= analysis.threshold) != (analysis.probability >= analysis.threshold):
+            warnings.append(
+                f"unstable: the flipped/rotated views average {mean:.2f}, on the other side "
+                f"of the threshold {analysis.threshold:.2f}"
+            )
+    return warnings
+
+
+RESULT_COLUMNS = (
+    "file",
+    "magnification",
+    "case",
+    "probability",
+    "label",
+    "tta_mean",
+    "tta_std",
+    "warnings",
+    "label_from_name",
+    "error",
+)
+
+
+def results_table(
+    results: Sequence[ImageResult],
+    magnifications: Mapping[str, str] | None = None,
+    cases: Mapping[str, str] | None = None,
+    *,
+    untrained: bool = False,
+    default_case: str = "",
+) -> pd.DataFrame:
+    """One row per uploaded file (in upload order), bad files included: their reason is in
+    ``error`` and, for people reading the table, also in ``warnings``.
+
+    ``magnifications`` and ``cases`` hold the user's per-image choices by file id.
+    ``tta_mean``/``tta_std`` are empty unless test-time augmentation ran; ``label_from_name``
+    is the class a BreakHis file name states (the dataset's ground truth).
+
+    Example:
+        >>> name = "SOB_M_DC-14-2523-40-010.png"
+        >>> results = [ImageResult("f1", name, read_breakhis_filename(name), error="x"),
+        ...            ImageResult("f2", "scan.png", None, error="y")]
+        >>> table = results_table(results, {"f2": "200X"}, {"f2": "CASE-7"})
+        >>> table[["magnification", "case", "label_from_name"]].values.tolist()
+        [['40X', '14-2523', 'malignant'], ['200X', 'CASE-7', '']]
+    """
+    magnifications = magnifications or {}
+    cases = cases or {}
+    rows: list[dict[str, Any]] = []
+    for result in results:
+        analysis = result.analysis
+        tta = analysis.tta if analysis is not None else None
+        rows.append(
+            {
+                "file": result.file_name,
+                "magnification": magnification_of(result, magnifications.get(result.file_id)),
+                "case": case_of(result, cases.get(result.file_id), default_case),
+                "probability": analysis.probability if analysis is not None else math.nan,
+                "label": analysis.label if analysis is not None else "",
+                "tta_mean": float(tta.mean[0]) if tta is not None else math.nan,
+                "tta_std": float(tta.std[0]) if tta is not None else math.nan,
+                "label_from_name": result.name_info.class_name if result.name_info else "",
+                "warnings": "; ".join(result_warnings(result, untrained)),
+                "error": result.error or "",
+            }
+        )
+    table = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
+    return table.astype({"probability": float, "tta_mean": float, "tta_std": float})
+
+
+def results_csv(table: pd.DataFrame) -> bytes:
+    """The results table as UTF-8 CSV, probabilities with 4 decimals.
+
+    Text cells that a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@`` at the
+    start, e.g. in a crafted file name) get a leading apostrophe.
+
+    Example:
+        >>> table = pd.DataFrame({"file": ["=SUM(A1).png"], "probability": [0.123456]})
+        >>> results_csv(table).decode().splitlines()
+        ['file,probability', "'=SUM(A1).png,0.1235"]
+    """
+    safe = table.copy()
+    for column in safe.columns:
+        if safe[column].dtype == object or pd.api.types.is_string_dtype(safe[column]):
+            safe[column] = safe[column].map(_defuse_formula)
+    return safe.to_csv(index=False, float_format="%.4f").encode("utf-8")
+
+
+def _defuse_formula(value: Any) -> Any:
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+CASE_COLUMNS = (
+    "case",
+    "images",
+    "magnifications",
+    "mean_probability",
+    "min_probability",
+    "max_probability",
+    "malignant_images",
+    "label",
+)
+
+
+def aggregate_cases(table: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """Per case: how many images, their mean probability and the case label.
+
+    Only classified images with a case id count (files with errors, and images with no
+    BreakHis patient id and no typed case id, are left out: grouping unrelated images would
+    invent a case). The case label applies the model's threshold to the mean probability.
+
+    Example:
+        >>> table = pd.DataFrame({
+        ...     "case": ["A", "A", "", "B"], "magnification": ["40X", "100X", "40X", "unknown"],
+        ...     "probability": [0.9, 0.6, 0.5, 0.2], "error": ["", "", "", ""]})
+        >>> cases = aggregate_cases(table, threshold=0.5)
+        >>> cases[["case", "images", "magnifications", "malignant_images", "label"]].values
+        array([['A', 2, '40X, 100X', '2/2', 'malignant'],
+               ['B', 1, 'unknown', '0/1', 'benign']], dtype=object)
+    """
+    usable = table[(table["error"] == "") & (table["case"] != "")]
+    rows = []
+    for case, group in usable.groupby("case", sort=True):
+        probabilities = group["probability"].astype(float)
+        mean = float(probabilities.mean())
+        magnifications = sorted(
+            set(group["magnification"]) - {UNKNOWN_MAGNIFICATION}, key=_magnification_order
+        )
+        rows.append(
+            {
+                "case": case,
+                "images": len(group),
+                "magnifications": ", ".join(magnifications) or UNKNOWN_MAGNIFICATION,
+                "mean_probability": mean,
+                "min_probability": float(probabilities.min()),
+                "max_probability": float(probabilities.max()),
+                "malignant_images": f"{int((probabilities >= threshold).sum())}/{len(group)}",
+                "label": label_of(mean, threshold),
+            }
+        )
+    return pd.DataFrame(rows, columns=list(CASE_COLUMNS))
+
+
+def _magnification_order(magnification: str) -> int:
+    return MAGNIFICATIONS.index(magnification) if magnification in MAGNIFICATIONS else 99
+
+
+def overlay_png(
+    analysis: ImageAnalysis, pixels: np.ndarray, opacity: float, colormap: str
+) -> bytes:
+    """The map blended over ``pixels`` (the decoded upload, at its size) as PNG bytes, made
+    in memory, never on disk."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(analysis.overlay(pixels, opacity, colormap)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def download_name(file_name: str, suffix: str) -> str:
+    """The name of a file derived from an upload, as PNG.
+
+    Example:
+        >>> download_name("a/SOB_M_DC-14-2523-40-010.png", "overlay")
+        'SOB_M_DC-14-2523-40-010_overlay.png'
+    """
+    stem = Path(file_name.replace("\\", "/")).stem or "image"
+    return f"{stem}_{suffix}.png"

@@ -1,0 +1,64 @@
+"""Which model the app serves (app/model_source.py): command line, environment, newest run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from app.model_source import artifact_fingerprint, model_argument, resolve_model_source
+from model.card import ModelCard
+
+
+def _fake_run(runs: Path, name: str, mtime: int) -> Path:
+    (runs / name / "model").mkdir(parents=True)
+    card = runs / name / "model" / "model_card.json"
+    card.write_text(ModelCard(name=name, software={}).to_json(), encoding="utf-8")
+    os.utime(card, (mtime, mtime))
+    return runs / name
+
+
+def test_command_line_beats_environment_beats_newest_run(tmp_path: Path) -> None:
+    _fake_run(tmp_path, "run-a", 1_000)
+    environ = {"BCD_MODEL": "/models/env", "BCD_RUNS_DIR": str(tmp_path)}
+    argv = ["--model", "/models/cli"]
+    assert resolve_model_source(argv, environ).detail == "--model /models/cli"
+    from_env = resolve_model_source([], environ)
+    assert (from_env.origin, str(from_env.path)) == ("environment", "/models/env")
+    from_runs = resolve_model_source([], {"BCD_RUNS_DIR": str(tmp_path)})
+    assert (from_runs.origin, from_runs.path.name) == ("newest run", "run-a")
+    assert resolve_model_source([], {"BCD_RUNS_DIR": str(tmp_path / "none")}) is None
+
+
+def test_unrelated_arguments_are_ignored() -> None:
+    assert model_argument(["tests/app", "-x", "--mod", "x"]) is None
+    assert model_argument(["--model=runs/a"]) == "runs/a"
+
+
+def test_newest_run_skips_unfinished_and_hidden_runs(tmp_path: Path) -> None:
+    _fake_run(tmp_path, "old", 1_000)
+    _fake_run(tmp_path, "new", 2_000)
+    _fake_run(tmp_path, ".staging", 3_000)
+    (tmp_path / "still-training" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "notes.txt").write_text("x")
+    assert resolve_model_source([], {}, runs_dir=tmp_path).path.name == "new"
+
+
+def test_fingerprint_changes_when_the_artifact_is_rewritten(tmp_path: Path) -> None:
+    run = _fake_run(tmp_path, "run", 1_000)
+    before = artifact_fingerprint(run)
+    os.utime(run / "model" / "model_card.json", (2_000, 2_000))
+    assert artifact_fingerprint(run) != before
+
+
+def test_fingerprint_of_a_run_is_that_of_its_served_model(tmp_path: Path) -> None:
+    run = _fake_run(tmp_path, "run", 1_000)
+    assert artifact_fingerprint(run) == artifact_fingerprint(run / "model")
+    assert "model_card.json:missing" not in artifact_fingerprint(run)
+
+
+def test_a_bare_model_flag_is_a_clear_error_not_an_exit() -> None:
+    with pytest.raises(ValueError, match="--model needs a path"):
+        resolve_model_source(["--model"], {})
+    assert model_argument(["--model=runs/a", "--other"]) == "runs/a"
