@@ -26,6 +26,9 @@ PURE_MODULES = (
     "train.metrics",
     "train.report",
     "train.synthetic",
+    "app.model_source",
+    "app.results",
+    "app.card_text",
 )
 
 
