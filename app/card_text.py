@@ -33,6 +33,7 @@ from typing import Any
 import pandas as pd
 
 from model.card import ModelCard
+from model.trust import assess_model
 
 METRIC_NAMES: dict[str, str] = {
     "accuracy": "Accuracy",
@@ -189,3 +190,65 @@ def short_date(iso_time: str) -> str:
         moment = moment.tz_convert("UTC")
         return moment.strftime("%Y-%m-%d %H:%M UTC")
     return moment.strftime("%Y-%m-%d %H:%M")
+
+
+TRUST_ADVICE: dict[str, str] = {
+    "evaluated": "Results are shown with their labels.",
+    "weak": "Every result carries a warning: do not rely on them.",
+    "unproven": "No class label is shown, and its probabilities are not "
+    "meaningful (a research view in the sidebar can show them).",
+}
+
+
+def trust_text(card: ModelCard) -> tuple[str, str, str]:
+    """(level, title, sentence) of the model's evidence level, for the header and the card
+    page.
+
+    Example:
+        >>> level, title, sentence = trust_text(ModelCard(name="untrained"))
+        >>> level, title
+        ('unproven', 'Not shown to be better than chance')
+        >>> sentence.startswith("This model's card says it was never trained.")
+        True
+    """
+    trust = assess_model(card)
+    sentence = f"This model's {_subject(trust.reason)}. {TRUST_ADVICE[trust.level]}"
+    return trust.level, trust.title, sentence
+
+
+def _subject(reason: str) -> str:
+    """``"its AUC ..."`` -> ``"AUC ..."``, ``"it has no ..."`` -> ``"card shows no ..."``."""
+    if reason.startswith("its "):
+        return reason[len("its ") :]
+    if reason.startswith("it has no "):
+        return "card has no " + reason[len("it has no ") :]
+    return reason
+
+
+def calibration_text(card: ModelCard) -> str:
+    """How the served probability relates to the network's output.
+
+    Example:
+        >>> print(calibration_text(ModelCard(name="old")))
+        uncalibrated: the network's own sigmoid output (the card has no calibration)
+    """
+    if card.calibration is None:
+        return "uncalibrated: the network's own sigmoid output (the card has no calibration)"
+    return card.calibration.describe()
+
+
+def applicability_text(card: ModelCard) -> str:
+    """What the "like the training images?" check compares against.
+
+    Example:
+        >>> applicability_text(ModelCard(name="old"))
+        'not available: the card has no summary of the training images'
+    """
+    summary = card.applicability
+    if summary is None:
+        return "not available: the card has no summary of the training images"
+    return (
+        f"features of {summary.n_train} training images ({summary.fitted_on}); an image is "
+        f"unusual above {summary.unusual_above:.2f} and unlike the training images above "
+        f"{summary.unlike_above:.2f} (about 1 is typical)"
+    )

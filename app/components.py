@@ -39,18 +39,42 @@ def header(context: ModelContext) -> None:
                 f"Model: **{card.name}** ({where}). Evaluation: "
                 f"{card_text.evaluation_summary(card)}."
             )
-    if card is not None and not card.is_trained:
+    if card is None:
+        return
+    if not card.is_trained:
         st.error(UNTRAINED_BANNER, icon=":material/warning:")
+    trust_banner(card, where="header")
 
 
-def probability_gauge(probability: float, threshold: float, label: str) -> go.Figure:
-    """A 0-100 % gauge of the malignancy probability with the decision threshold marked."""
-    colour = MALIGNANT_COLOUR if label == "malignant" else BENIGN_COLOUR
+def trust_banner(card: ModelCard, where: str) -> None:
+    """The model's evidence level (quality gate) and why, in plain words (``where`` keeps
+    the element keys of the header's and a page's banner apart)."""
+    level, title, sentence = card_text.trust_text(card)
+    show = {"evaluated": st.success, "weak": st.warning, "unproven": st.error}[level]
+    icon = {"evaluated": ":material/verified:", "weak": ":material/warning:"}.get(
+        level, ":material/block:"
+    )
+    with st.container(key=f"trust-{where}-{level}"):
+        show(f"**Evidence: {title}.** {sentence}", icon=icon)
+
+
+NEUTRAL_COLOUR = "#7f8c8d"
+
+
+def probability_gauge(
+    probability: float, threshold: float, label: str | None, positive_label: str = "malignant"
+) -> go.Figure:
+    """A 0-100 % gauge of the probability of ``positive_label`` with the decision threshold
+    marked; grey when no label is shown (``label`` None)."""
+    if label is None:
+        colour = NEUTRAL_COLOUR
+    else:
+        colour = MALIGNANT_COLOUR if label == positive_label else BENIGN_COLOUR
     figure = go.Figure(
         go.Indicator(
             mode="gauge",
             value=probability * 100,
-            title={"text": "malignancy probability", "font": {"size": 13}},
+            title={"text": f"probability: {positive_label}", "font": {"size": 13}},
             gauge={
                 "axis": {"range": [0, 100], "ticksuffix": "%", "tickvals": [0, 25, 50, 75, 100]},
                 "bar": {"color": colour, "thickness": 0.35},
@@ -79,7 +103,7 @@ def probability_gauge(probability: float, threshold: float, label: str) -> go.Fi
         x=0.5,
         y=-0.12,
         showarrow=False,
-        text=f"threshold {threshold:.0%}: at or above means malignant",
+        text=f"threshold {threshold:.3g}: at or above means {positive_label}",
         font={"size": 11, "color": "#566573"},
     )
     figure.update_layout(height=190, margin={"l": 25, "r": 25, "t": 40, "b": 25})
@@ -93,7 +117,10 @@ def card_facts(card: ModelCard, source_label: str) -> list[tuple[str, str]]:
         ("Source", source_label),
         ("Architecture", card.architecture),
         ("Input", card_text.input_description(card)),
-        ("Decision threshold", f"{card.threshold:.3f} ({card.threshold_source})"),
+        ("Decision threshold", f"{card.threshold:.3g} ({card.threshold_source})"),
+        ("Probability", card_text.calibration_text(card)),
+        ("Like the training images?", card_text.applicability_text(card)),
+        ("Classes", ", ".join(f"{k}: {v}" for k, v in sorted(card.labels.items()))),
         ("Created", card_text.short_date(card.created)),
     ]
 

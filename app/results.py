@@ -27,17 +27,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from model.applicability import VERDICT_TEXT
 from model.breakhis import MAGNIFICATIONS as MAGNIFICATION_POWERS
 from model.breakhis import BreakHisName, read_breakhis_filename
 from model.config import COARSE_LAYER, CamMethod, Target, label_of
 from model.errors import ImageError
 from model.preprocessing import decode_image
-from model.quality import quality_warnings
+from model.trust import WITHHELD_LABEL, ModelTrust
 
 if TYPE_CHECKING:  # importing these at run time would import TensorFlow
     from model.analysis import Analyzer, ImageAnalysis
 
 UNTRAINED_WARNING = "untrained model: meaningless output"
+NOT_MEANINGFUL = "not meaningful"
+"""The probability basis of a model that is not shown to be better than chance."""
 UNKNOWN_MAGNIFICATION = "unknown"
 MAGNIFICATIONS = tuple(f"{power}X" for power in MAGNIFICATION_POWERS)  # "40X"... as BreakHis
 MAGNIFICATION_CHOICES = (UNKNOWN_MAGNIFICATION, *MAGNIFICATIONS)
@@ -64,7 +67,8 @@ class ImageResult:
         file_name: the name the file was uploaded with.
         name_info: what a BreakHis file name says (None for other names).
         error: why the file was not classified (None when it was).
-        quality: warnings for an image that does not look like H&E microscopy.
+        quality: warnings for an image that does not look like H&E microscopy, or like
+            the model's training images (from the model core's checks).
         seconds: decode + checks + network, for this image.
         analysis: the model core's result (probability, label, map...); it holds no pixels,
             so a session with hundreds of images keeps only their small maps.
@@ -116,7 +120,6 @@ def analyze_upload(
         decoded = decode_image(data)
     except ImageError as error:
         return ImageResult(file_id, file_name, name_info, error=str(error))
-    quality = tuple(quality_warnings(decoded))
     try:
         analysis = analyzer.analyze(
             decoded,
@@ -126,20 +129,19 @@ def analyze_upload(
             tta=settings.tta,
         )
     except ImageError as error:
-        return ImageResult(file_id, file_name, name_info, error=str(error), quality=quality)
+        return ImageResult(file_id, file_name, name_info, error=str(error))
     except Exception as error:  # one unexpected failure must not stop the batch
         return ImageResult(
             file_id,
             file_name,
             name_info,
             error=f"could not analyse this image ({type(error).__name__}: {error})",
-            quality=quality,
         )
     return ImageResult(
         file_id,
         file_name,
         name_info,
-        quality=quality,
+        quality=tuple(analysis.quality_warnings),
         seconds=time.perf_counter() - started,
         analysis=analysis,
     )
@@ -192,9 +194,12 @@ def case_of(result: ImageResult, typed: str | None = None, default_case: str = "
     return default_case.strip()
 
 
-def result_warnings(result: ImageResult, untrained: bool) -> list[str]:
+def result_warnings(
+    result: ImageResult, untrained: bool, trust: ModelTrust | None = None
+) -> list[str]:
     """Everything a reader must know about one result, most important first (for a file
-    that could not be used, why).
+    that could not be used, why): the model's evidence level, why no label is shown, how
+    the image compares with the training images, an empty map, then the pixel checks.
 
     Example:
         >>> result_warnings(ImageResult("f1", "a.png", None, error="empty file"), True)
@@ -204,6 +209,13 @@ def result_warnings(result: ImageResult, untrained: bool) -> list[str]:
     if analysis is None:
         return [f"not classified: {result.error}"]
     warnings = [UNTRAINED_WARNING] if untrained else []
+    if trust is not None and trust.level == "weak":
+        warnings.append(f"WEAK MODEL: {trust.reason}; do not rely on this result")
+    warnings += [f"no label: {reason}" for reason in analysis.withheld]
+    if analysis.applicability in ("unusual", "unlike"):
+        warnings.append(f"image {VERDICT_TEXT[analysis.applicability]}")
+    if analysis.empty_map_message:
+        warnings.append(analysis.empty_map_message)
     warnings += list(result.quality)
     warnings += list(analysis.notes)
     if analysis.tta is not None and analysis.threshold:
@@ -222,6 +234,9 @@ RESULT_COLUMNS = (
     "case",
     "probability",
     "label",
+    "probability_basis",
+    "applicability",
+    "applicability_score",
     "tta_mean",
     "tta_std",
     "warnings",
@@ -237,11 +252,18 @@ def results_table(
     *,
     untrained: bool = False,
     default_case: str = "",
+    trust: ModelTrust | None = None,
+    show_unbacked: bool = False,
 ) -> pd.DataFrame:
     """One row per uploaded file (in upload order), bad files included: their reason is in
     ``error`` and, for people reading the table, also in ``warnings``.
 
-    ``magnifications`` and ``cases`` hold the user's per-image choices by file id.
+    ``magnifications`` and ``cases`` hold the user's per-image choices by file id. ``label``
+    is ``"not shown"`` where the evidence does not support one (:mod:`model.trust`);
+    ``probability_basis`` says whether the probability is calibrated, and for a model not
+    shown to be better than chance it is ``"not meaningful"`` and the probability is left
+    empty unless ``show_unbacked`` (the research view). ``applicability`` is how the image
+    compares with the training images (typical / unusual / unlike).
     ``tta_mean``/``tta_std`` are empty unless test-time augmentation ran; ``label_from_name``
     is the class a BreakHis file name states (the dataset's ground truth).
 
@@ -256,25 +278,40 @@ def results_table(
     magnifications = magnifications or {}
     cases = cases or {}
     rows: list[dict[str, Any]] = []
+    meaningful = trust is None or trust.shows_labels
     for result in results:
         analysis = result.analysis
         tta = analysis.tta if analysis is not None else None
+        hidden = analysis is None or not (meaningful or show_unbacked)
+        basis = ""
+        if analysis is not None:
+            basis = "calibrated" if analysis.calibrated else "uncalibrated"
+            basis = basis if meaningful else NOT_MEANINGFUL
         rows.append(
             {
                 "file": result.file_name,
                 "magnification": magnification_of(result, magnifications.get(result.file_id)),
                 "case": case_of(result, cases.get(result.file_id), default_case),
-                "probability": analysis.probability if analysis is not None else math.nan,
-                "label": analysis.label if analysis is not None else "",
-                "tta_mean": float(tta.mean[0]) if tta is not None else math.nan,
-                "tta_std": float(tta.std[0]) if tta is not None else math.nan,
+                "probability": math.nan if hidden else analysis.probability,
+                "label": "" if analysis is None else (analysis.label or WITHHELD_LABEL),
+                "probability_basis": basis,
+                "applicability": (analysis.applicability or "") if analysis else "",
+                "applicability_score": (
+                    analysis.applicability_score
+                    if analysis is not None and analysis.applicability_score is not None
+                    else math.nan
+                ),
+                "tta_mean": float(tta.mean[0]) if tta is not None and not hidden else math.nan,
+                "tta_std": float(tta.std[0]) if tta is not None and not hidden else math.nan,
                 "label_from_name": result.name_info.class_name if result.name_info else "",
-                "warnings": "; ".join(result_warnings(result, untrained)),
+                "warnings": "; ".join(result_warnings(result, untrained, trust)),
                 "error": result.error or "",
             }
         )
     table = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
-    return table.astype({"probability": float, "tta_mean": float, "tta_std": float})
+    return table.astype(
+        {"probability": float, "applicability_score": float, "tta_mean": float, "tta_std": float}
+    )
 
 
 def results_csv(table: pd.DataFrame) -> bytes:
@@ -313,12 +350,16 @@ CASE_COLUMNS = (
 )
 
 
-def aggregate_cases(table: pd.DataFrame, threshold: float) -> pd.DataFrame:
+def aggregate_cases(
+    table: pd.DataFrame, threshold: float, class_names: Mapping[int, str] | None = None
+) -> pd.DataFrame:
     """Per case: how many images, their mean probability and the case label.
 
     Only classified images with a case id count (files with errors, and images with no
     BreakHis patient id and no typed case id, are left out: grouping unrelated images would
-    invent a case). The case label applies the model's threshold to the mean probability.
+    invent a case). The case label applies the model's threshold to the mean probability of
+    the images that have a label; it is ``"not shown"`` when none has (or the probabilities
+    are not meaningful).
 
     Example:
         >>> table = pd.DataFrame({
@@ -330,10 +371,13 @@ def aggregate_cases(table: pd.DataFrame, threshold: float) -> pd.DataFrame:
                ['B', 1, 'unknown', '0/1', 'benign']], dtype=object)
     """
     usable = table[(table["error"] == "") & (table["case"] != "")]
+    labelled = usable["label"] != WITHHELD_LABEL if "label" in usable else True
     rows = []
     for case, group in usable.groupby("case", sort=True):
         probabilities = group["probability"].astype(float)
         mean = float(probabilities.mean())
+        backed = group[labelled[group.index]] if "label" in group else group
+        backed_mean = float(backed["probability"].astype(float).mean()) if len(backed) else math.nan
         magnifications = sorted(
             set(group["magnification"]) - {UNKNOWN_MAGNIFICATION}, key=_magnification_order
         )
@@ -346,7 +390,9 @@ def aggregate_cases(table: pd.DataFrame, threshold: float) -> pd.DataFrame:
                 "min_probability": float(probabilities.min()),
                 "max_probability": float(probabilities.max()),
                 "malignant_images": f"{int((probabilities >= threshold).sum())}/{len(group)}",
-                "label": label_of(mean, threshold),
+                "label": WITHHELD_LABEL
+                if math.isnan(backed_mean)
+                else label_of(backed_mean, threshold, class_names),
             }
         )
     return pd.DataFrame(rows, columns=list(CASE_COLUMNS))

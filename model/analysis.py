@@ -12,8 +12,8 @@ Example:
     >>> analyzer = Analyzer(load_artifact("runs/paper-2026/model"))
     >>> image = decode_image(open("SOB_M_DC-14-2523-40-010.png", "rb").read())
     >>> result = analyzer.analyze(image)
-    >>> result.label, round(result.probability, 3), result.cam.shape
-    ('malignant', 0.973, (3, 5))
+    >>> result.label, round(result.probability, 3), result.cam.shape, result.applicability
+    ('malignant', 0.973, (3, 5), 'typical')
     >>> result.overlay(image.pixels, opacity=0.4).shape   # original size
     (460, 700, 3)
 """
@@ -25,25 +25,45 @@ from pathlib import Path
 
 import numpy as np
 
+from model.applicability import Verdict
 from model.artifact import LoadedArtifact, load_artifact
 from model.card import ModelCard
-from model.config import COARSE_LAYER, CamMethod, Target, label_of
+from model.config import CAM_METHODS, COARSE_LAYER, CamMethod, Target, label_of
 from model.explainer import Explainer
 from model.overlay import DEFAULT_COLORMAP, DEFAULT_OPACITY, colorize, overlay, upsample_heatmap
 from model.predictor import Predictor, TTAResult
 from model.preprocessing import DecodedImage, decode_image, to_model_input
+from model.quality import assess_quality, thresholds_for
+from model.trust import TrustLevel, assess_image, assess_model
 
 
 @dataclass(frozen=True)
 class ImageAnalysis:
-    """The model's result for one image, without the image itself.
+    """The model's result for one image, without the image itself, and how far to trust it.
 
     ``cam`` is at the layer's resolution (e.g. 3x5), values in [0, 1]; the drawing methods
     bring it to the size of the image they are given.
+
+    Attributes:
+        probability: the malignancy probability the model serves (calibrated when its card
+            has a calibration, see ``calibrated``).
+        raw_probability: the network's own sigmoid output.
+        label: ``"benign"``/``"malignant"``, or None when the evidence does not support a
+            label (``withheld`` says why): the model is not shown to be better than chance,
+            the image is unlike the training images, or too small.
+        decision: the class at the threshold, whatever the evidence (for the research view).
+        trust: the model's level (:mod:`model.trust`).
+        empty_map: the map was zero or constant everywhere: no region raises the explained
+            class's score at this layer, and there is nothing to draw.
+        applicability, applicability_score: how the image's features compare with the
+            training images' (None when the card has no feature summary).
+        quality, quality_warnings: what the pixel checks found (codes, and one sentence
+            each), relative to the training images when the card describes them.
+        notes: what decoding did (alpha flattened, 16-bit rescaled...).
     """
 
     probability: float
-    label: str
+    label: str | None
     threshold: float
     cam: np.ndarray
     method: CamMethod
@@ -51,6 +71,16 @@ class ImageAnalysis:
     target: str
     tta: TTAResult | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    raw_probability: float | None = None
+    calibrated: bool = False
+    decision: str = ""
+    trust: TrustLevel = "unproven"
+    withheld: tuple[str, ...] = ()
+    empty_map: bool = False
+    applicability: Verdict | None = None
+    applicability_score: float | None = None
+    quality: tuple[str, ...] = ()
+    quality_warnings: tuple[str, ...] = ()
 
     def heatmap(self, size: tuple[int, int]) -> np.ndarray:
         """The map upsampled to ``size`` = (height, width), values in [0, 1]."""
@@ -69,15 +99,51 @@ class ImageAnalysis:
         """The map blended over ``pixels`` (the analysed image, uint8 RGB), at their size."""
         return overlay(pixels, self.cam, opacity, colormap)
 
+    @property
+    def empty_map_message(self) -> str | None:
+        """What to say instead of drawing an empty map (None when the map has content)."""
+        if not self.empty_map:
+            return None
+        # Without a label, naming the explained class would give the decision away.
+        whose = f"the {self.target}" if self.label is not None else "the explained class's"
+        other = (
+            "the fine layer (conv4_block6_out)"
+            if self.layer == COARSE_LAYER
+            else ("the coarse layer (conv5_block3_out)")
+        )
+        return (
+            f"Empty map: no region raises {whose} score at {self.layer} "
+            f"({CAM_METHODS.get(self.method, self.method)} is zero everywhere). Try {other} "
+            "or LayerCAM."
+        )
+
 
 class Analyzer:
-    """Probability + class-activation map for images, from one loaded model artifact."""
+    """Probability + class-activation map for images, from one loaded model artifact.
+
+    Everything the model's card says about trusting a result is applied here, once, for the
+    app and any other caller: the calibration, the quality gate, the applicability check and
+    the pixel checks relative to the training images.
+    """
 
     def __init__(self, artifact: LoadedArtifact, fast_gradcam: bool = True) -> None:
         self.artifact = artifact
         card = artifact.card
-        self.predictor = Predictor(artifact.model, card.config.input, card.threshold)
-        self.explainer = Explainer(artifact.model, card.threshold, fast_gradcam=fast_gradcam)
+        calibration = card.calibration
+        self.predictor = Predictor(
+            artifact.model, card.config.input, card.threshold, calibration=calibration
+        )
+        logit_threshold = (
+            calibration.raw_logit_at(card.threshold) if calibration is not None else None
+        )
+        self.explainer = Explainer(
+            artifact.model,
+            card.threshold,
+            fast_gradcam=fast_gradcam,
+            logit_threshold=logit_threshold,
+        )
+        self.trust = assess_model(card)
+        self.quality_thresholds = thresholds_for(card.config.input, card.training_images)
 
     @classmethod
     def from_path(cls, path: str | Path) -> Analyzer:
@@ -96,23 +162,43 @@ class Analyzer:
         target: Target = "predicted",
         tta: bool = False,
     ) -> ImageAnalysis:
-        """Decode (when given bytes), classify and explain one image.
+        """Decode (when given bytes), check, classify and explain one image.
 
         Raises the :class:`~model.errors.ImageError` subclasses of
         :func:`~model.preprocessing.decode_image` for bad input.
         """
         decoded = image if isinstance(image, DecodedImage) else decode_image(image)
-        inputs = to_model_input(decoded, self.card.config.input)[None]
+        card = self.card
+        quality = assess_quality(decoded, self.quality_thresholds, card.training_images)
+        inputs = to_model_input(decoded, card.config.input)[None]
         explanation = self.explainer.explain(inputs, method, layer, target)
-        probability = float(explanation.probabilities[0])
+        probability = float(self.predictor.probabilities_from_logits(explanation.logits)[0])
+        verdict = score = None
+        if card.applicability is not None and explanation.features is not None:
+            score = float(card.applicability.scores(explanation.features)[0])
+            verdict = card.applicability.verdict(score)
+            if "too_small" in quality.codes:
+                verdict = "unlike"  # no training image was anything like that small
+        image_trust = assess_image(self.trust, verdict, quality.codes)
+        decision = label_of(probability, card.threshold, card.labels)
         return ImageAnalysis(
             probability=probability,
-            label=label_of(probability, self.card.threshold),
-            threshold=self.card.threshold,
+            label=decision if image_trust.shows_label else None,
+            threshold=card.threshold,
             cam=explanation.heatmaps[0],
             method=method,
             layer=layer,
             target=explanation.targets[0],
             tta=self.predictor.predict_tta(inputs) if tta else None,
             notes=decoded.notes,
+            raw_probability=float(explanation.probabilities[0]),
+            calibrated=card.calibration is not None,
+            decision=decision,
+            trust=self.trust.level,
+            withheld=image_trust.reasons,
+            empty_map=bool(explanation.empty[0]) if explanation.empty is not None else False,
+            applicability=verdict,
+            applicability_score=score,
+            quality=quality.codes,
+            quality_warnings=quality.warnings,
         )

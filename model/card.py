@@ -29,17 +29,51 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from model.applicability import FeatureSummary
+from model.calibration import Calibration
 from model.config import LABELS, ModelConfig
+from model.quality import ImageProfile
 
 CARD_SCHEMA_VERSION = 1
 ARCHITECTURE = (
-    "ResNet-50 (ImageNet-pretrained, include_top=False) -> pooling -> Dense(1024) -> "
-    "Dropout(0.4) -> ReLU -> Dense(1, sigmoid)"
+    "ResNet-50 (include_top=False) -> pooling -> Dense(1024) -> Dropout(0.4) -> ReLU -> "
+    "Dense(1, sigmoid)"
 )
 INTENDED_USE = (
-    "Research and education only. Not a medical device; not for diagnosis or treatment "
-    "decisions. Trained on BreakHis H&E breast-tumour microscopy images (700x460 px, 40X-400X)."
+    "Research and education only. Not a medical device; not for diagnosis or treatment decisions."
 )
+
+
+def describe_architecture(initial_weights: str | None) -> str:
+    """The architecture line of a card, saying where ResNet-50's weights started from.
+
+    Example:
+        >>> describe_architecture("imagenet").startswith("ResNet-50 (ImageNet-pretrained")
+        True
+        >>> describe_architecture("none").startswith("ResNet-50 (random initial weights")
+        True
+    """
+    if initial_weights == "imagenet":
+        start = "ImageNet-pretrained"
+    elif initial_weights in (None, "none", "random"):
+        start = "random initial weights, no ImageNet pretraining"
+    else:
+        start = f"initial weights from {initial_weights}"
+    return ARCHITECTURE.replace("ResNet-50 (", f"ResNet-50 ({start}, ", 1)
+
+
+def describe_intended_use(dataset: str | None, profile: ImageProfile | None) -> str:
+    """Intended use derived from what the model was trained on.
+
+    Example:
+        >>> describe_intended_use("BreakHis (7909 images)", None).endswith(
+        ...     "Trained on BreakHis (7909 images); it has not been shown to work on other images.")
+        True
+    """
+    trained_on = dataset or "an unrecorded dataset"
+    if profile is not None:
+        trained_on += f", images {profile.describe()}"
+    return f"{INTENDED_USE} Trained on {trained_on}; it has not been shown to work on other images."
 
 
 EvaluationScope = Literal["model", "protocol"]
@@ -86,15 +120,19 @@ class Evaluation:
 
     @property
     def heading(self) -> str:
-        """``"patient: patient-disjoint"`` / ``"paper: test patients also in training"``.
+        """``"patient: patient-disjoint"`` / ``"paper: test patients also in training"``;
+        the served model's own evaluation says ``"(this model)"``.
 
         Example:
             >>> Evaluation("paper").heading
             'paper: test patients also in training'
+            >>> Evaluation("patient", patient_disjoint=True, scope="model").heading
+            'patient (this model): patient-disjoint'
         """
+        name = f"{self.protocol} (this model)" if self.scope == "model" else self.protocol
         if self.patient_disjoint:
-            return f"{self.protocol}: patient-disjoint"
-        return f"{self.protocol}: test patients also in training"
+            return f"{name}: patient-disjoint"
+        return f"{name}: test patients also in training"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary (intervals become two-element lists)."""
@@ -185,6 +223,11 @@ class ModelCard:
         training: :class:`TrainingInfo`.
         evaluation: :class:`Evaluation` by name (``"patient"``, ``"paper"``, and the served
             model's own ``"patient-fold1 (this model)"``...).
+        calibration: the post-hoc calibration of the logit, fitted on validation
+            (:mod:`model.calibration`); None: the probabilities are uncalibrated.
+        applicability: the training images' feature summary (:mod:`model.applicability`);
+            None: no "is this image like the training images?" check is possible.
+        training_images: the training images' sizes and colours (:mod:`model.quality`).
         software: versions of the libraries that wrote the model.
         created: ISO-8601 UTC time of writing.
         model_sha256: checksum of the weights file (set by :func:`model.artifact.save_artifact`).
@@ -197,6 +240,9 @@ class ModelCard:
     threshold_source: str = "default 0.5 (not tuned)"
     training: TrainingInfo = field(default_factory=TrainingInfo)
     evaluation: dict[str, Evaluation] = field(default_factory=dict)
+    calibration: Calibration | None = None
+    applicability: FeatureSummary | None = None
+    training_images: ImageProfile | None = None
     architecture: str = ARCHITECTURE
     intended_use: str = INTENDED_USE
     software: dict[str, str] = field(default_factory=lambda: software_versions())
@@ -208,6 +254,10 @@ class ModelCard:
     def is_trained(self) -> bool:
         """False when the card says the head was never fitted: outputs mean nothing."""
         return bool(self.training.trained)
+
+    @property
+    def is_calibrated(self) -> bool:
+        return self.calibration is not None
 
     def ordered_evaluations(self) -> list[tuple[str, Evaluation]]:
         """Evaluations with the patient-disjoint ones first (they are the ones to trust),
@@ -229,6 +279,9 @@ class ModelCard:
         data["config"] = self.config.to_dict()
         data["labels"] = {str(k): v for k, v in self.labels.items()}
         data["evaluation"] = {name: entry.to_dict() for name, entry in self.evaluation.items()}
+        for name in ("calibration", "applicability", "training_images"):
+            value = getattr(self, name)
+            data[name] = None if value is None else value.to_dict()
         return data
 
     def to_json(self) -> str:
@@ -267,6 +320,15 @@ class ModelCard:
             name: Evaluation.from_dict(entry, protocol=name)
             for name, entry in data.get("evaluation", {}).items()
         }
+        for name, kind in (
+            ("calibration", Calibration),
+            ("applicability", FeatureSummary),
+            ("training_images", ImageProfile),
+        ):
+            value = data.get(name)
+            if value is not None and not isinstance(value, dict):
+                raise TypeError(f"{name} must be a JSON object or null")
+            data[name] = None if value is None else kind.from_dict(value)
         return cls(**data)
 
     @classmethod

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -20,14 +21,15 @@ LABELS: dict[int, str] = {0: "benign", 1: "malignant"}
 """Label encoding of the paper: benign 0, malignant 1."""
 
 
-def label_of(probability: float, threshold: float) -> str:
-    """The label a malignancy probability gets at a decision threshold (at it: malignant).
+def label_of(probability: float, threshold: float, labels: Mapping[int, str] | None = None) -> str:
+    """The label a probability of class 1 gets at a decision threshold (at it: class 1),
+    named by ``labels`` (a model card's; default benign/malignant).
 
     Example:
-        >>> label_of(0.5, 0.5), label_of(0.49, 0.5)
-        ('malignant', 'benign')
+        >>> label_of(0.5, 0.5), label_of(0.49, 0.5), label_of(0.7, 0.5, {0: "neg", 1: "pos"})
+        ('malignant', 'benign', 'pos')
     """
-    return LABELS[int(probability >= threshold)]
+    return (labels or LABELS)[int(probability >= threshold)]
 
 
 # ImageNet channel means in BGR order, as keras.applications.resnet50.preprocess_input
@@ -40,6 +42,7 @@ OUTPUT_LAYER = "malignancy"  # sigmoid(logit): the malignancy probability
 
 COARSE_LAYER = "conv5_block3_out"  # 3x5 feature map at 96x144 input
 FINE_LAYER = "conv4_block6_out"  # 6x9 feature map at 96x144 input
+APPLICABILITY_LAYER = COARSE_LAYER  # its global average: the features the head classifies
 CAM_LAYERS: dict[str, str] = {
     COARSE_LAYER: "coarse (conv5_block3_out, 3x5 cells)",
     FINE_LAYER: "fine (conv4_block6_out, 6x9 cells)",

@@ -7,7 +7,12 @@ path: the same computation as one traced ``tf.function`` that returns the map an
 probability from a single forward/backward pass (tests check it agrees with tf-keras-vis).
 
 Maps come back at the layer's own resolution, normalised to [0, 1] per image as tf-keras-vis
-does; :func:`model.overlay.upsample_heatmap` brings them to the original image size.
+does; :func:`model.overlay.upsample_heatmap` brings them to the original image size. A map
+that is zero (or constant) everywhere before normalisation is flagged ``empty``: no region
+raises the chosen class's score at that layer, and drawing it as a heatmap would mislead.
+
+Each explanation also carries, from the same forward pass, the raw logits and the pooled
+``conv5_block3_out`` features that :mod:`model.applicability` measures.
 At the 96x144 input, ``conv5_block3_out`` gives a coarse 3x5 map and ``conv4_block6_out`` a
 finer 6x9 one.
 
@@ -33,7 +38,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model.config import CAM_LAYERS, CAM_METHODS, COARSE_LAYER, LOGIT_LAYER, CamMethod, Target
+from model.config import (
+    APPLICABILITY_LAYER,
+    CAM_LAYERS,
+    CAM_METHODS,
+    COARSE_LAYER,
+    LOGIT_LAYER,
+    CamMethod,
+    Target,
+)
 from model.errors import LayerNotFoundError
 
 __all__ = ["CAM_LAYERS", "CAM_METHODS", "CamMethod", "Explainer", "Explanation", "Target"]
@@ -41,15 +54,30 @@ __all__ = ["CAM_LAYERS", "CAM_METHODS", "CamMethod", "Explainer", "Explanation",
 _EPSILON = keras.config.epsilon()  # tf-keras-vis normalises with the same epsilon
 
 
+EMPTY_MAP_TOLERANCE = 1e-7
+"""A raw map whose maximum, or whose range relative to its maximum, is below this is empty."""
+
+
 @dataclass(frozen=True)
 class Explanation:
-    """Maps (n, h, w) in [0, 1] at the layer's resolution, and the model's probabilities."""
+    """Maps (n, h, w) in [0, 1] at the layer's resolution, and what the same pass computed.
+
+    Attributes:
+        heatmaps: normalised maps.
+        probabilities: the network's own (uncalibrated) sigmoid output.
+        logits: the pre-sigmoid scores (float64), which calibration maps.
+        features: (n, 2048) global average of ``conv5_block3_out``.
+        empty: per image, whether the raw map was zero or constant.
+    """
 
     heatmaps: np.ndarray
     probabilities: np.ndarray
     method: str
     layer: str
     targets: tuple[str, ...]
+    logits: np.ndarray | None = None
+    features: np.ndarray | None = None
+    empty: np.ndarray | None = None
 
 
 class Explainer:
@@ -57,23 +85,37 @@ class Explainer:
 
     Args:
         model: the classifier (sigmoid output layer preceded by the ``logit`` layer).
-        threshold: decides the predicted class when ``target="predicted"``.
+        threshold: decides the predicted class when ``target="predicted"`` (on the network's
+            own sigmoid output).
         fast_gradcam: use the traced single-pass Grad-CAM instead of tf-keras-vis for
             ``method="gradcam"`` (the same map from one traced pass; timings in
             docs/benchmarks.md).
+        logit_threshold: the same decision as a raw logit; overrides ``threshold`` (a
+            calibrated model's threshold, mapped back: see
+            :meth:`model.calibration.Calibration.raw_logit_at`).
 
     The object is safe to share between threads: traced functions and tf-keras-vis objects
     are created once under a lock, and calling them keeps no state.
     """
 
-    def __init__(self, model: keras.Model, threshold: float = 0.5, fast_gradcam: bool = True):
+    def __init__(
+        self,
+        model: keras.Model,
+        threshold: float = 0.5,
+        fast_gradcam: bool = True,
+        logit_threshold: float | None = None,
+    ):
         self.model = model
         self.threshold = float(threshold)
+        if logit_threshold is None:
+            with np.errstate(divide="ignore"):
+                logit_threshold = float(np.log(self.threshold) - np.log1p(-self.threshold))
+        self.logit_threshold = float(logit_threshold)
         self.fast_gradcam = fast_gradcam
         self._lock = threading.Lock()
         self._fast: dict[str, Callable] = {}
         self._visualizers: dict[str, object] = {}
-        self._probability_fn: Callable | None = None
+        self._forward_fn: Callable | None = None
 
     # --- public --------------------------------------------------------------------------
     def explain(
@@ -100,8 +142,8 @@ class Explainer:
         inputs = np.asarray(inputs, dtype=np.float32)
         if method == "gradcam" and (self.fast_gradcam if fast is None else fast):
             return self._explain_fast(inputs, layer, target)
-        probabilities = self._probabilities(inputs)
-        signs = self._signs(probabilities, target)
+        logits, features = self._logits_and_features(inputs)
+        signs = self._signs(logits, target)
         visualizer = self._visualizer(method)
         score_signs = tf.constant(signs, dtype=tf.float32)
         cams = visualizer(
@@ -110,10 +152,19 @@ class Explainer:
             penultimate_layer=layer,
             seek_penultimate_conv_layer=False,
             expand_cam=False,
-            normalize_cam=True,
+            normalize_cam=False,
         )
-        heatmaps = np.asarray(cams, dtype=np.float32).reshape(len(inputs), *cams.shape[-2:])
-        return Explanation(heatmaps, probabilities, method, layer, _target_names(signs))
+        raw = np.asarray(cams, dtype=np.float32).reshape(len(inputs), *cams.shape[-2:])
+        return Explanation(
+            _normalise(raw),
+            _sigmoid(logits).astype(np.float32),
+            method,
+            layer,
+            _target_names(signs),
+            logits=logits,
+            features=features,
+            empty=_is_empty(raw),
+        )
 
     def reference_gradcam(
         self, inputs: np.ndarray, layer: str = COARSE_LAYER, target: Target = "predicted"
@@ -124,12 +175,20 @@ class Explainer:
     # --- fast Grad-CAM -------------------------------------------------------------------
     def _explain_fast(self, inputs: np.ndarray, layer: str, target: Target) -> Explanation:
         mode = {"predicted": 0.0, "malignant": 1.0, "benign": -1.0}[target]
-        cams, probabilities, signs = self._fast_fn(layer)(
+        cams, logits, signs, features = self._fast_fn(layer)(
             tf.constant(inputs), tf.constant(mode, tf.float32)
         )
-        heatmaps = _normalise(cams.numpy())
+        raw = cams.numpy()
+        logits = logits.numpy().astype(np.float64)
         return Explanation(
-            heatmaps, probabilities.numpy(), "gradcam", layer, _target_names(signs.numpy())
+            _normalise(raw),
+            _sigmoid(logits).astype(np.float32),
+            "gradcam",
+            layer,
+            _target_names(signs.numpy()),
+            logits=logits,
+            features=features.numpy(),
+            empty=_is_empty(raw),
         )
 
     def _fast_fn(self, layer: str) -> Callable:
@@ -141,22 +200,27 @@ class Explainer:
     def _trace_fast_gradcam(self, layer: str) -> Callable:
         grad_model = keras.Model(
             self.model.inputs,
-            [self.model.get_layer(layer).output, self.model.get_layer(LOGIT_LAYER).output],
+            [
+                self.model.get_layer(layer).output,
+                self.model.get_layer(LOGIT_LAYER).output,
+                self.model.get_layer(APPLICABILITY_LAYER).output,
+            ],
         )
-        threshold_logit = float(np.log(self.threshold / (1.0 - self.threshold)))
+        threshold_logit = self.logit_threshold
 
         def gradcam(images: tf.Tensor, mode: tf.Tensor) -> tuple[tf.Tensor, ...]:
             with tf.GradientTape() as tape:
-                features, logits = grad_model(images, training=False)
+                activations, logits, pooled_from = grad_model(images, training=False)
                 logits = logits[:, 0]
                 predicted = tf.where(logits >= threshold_logit, 1.0, -1.0)
                 signs = tf.stop_gradient(tf.where(mode == 0.0, predicted, mode))
                 score = tf.reduce_sum(logits * signs)
-            grads = tape.gradient(score, features)
+            grads = tape.gradient(score, activations)
             # Grad-CAM: channel weights are the spatially averaged gradients.
             weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
-            cams = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))
-            return cams, tf.sigmoid(logits), signs
+            cams = tf.nn.relu(tf.reduce_sum(weights * activations, axis=-1))
+            pooled = tf.reduce_mean(tf.cast(pooled_from, tf.float32), axis=(1, 2))
+            return cams, logits, signs, pooled
 
         shape = (None, *self.model.input_shape[1:])
         traced = tf.function(gradcam)
@@ -171,21 +235,36 @@ class Explainer:
                 self._visualizers[method] = _make_visualizer(self.model, method)
             return self._visualizers[method]
 
-    def _probabilities(self, inputs: np.ndarray) -> np.ndarray:
+    def _logits_and_features(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One forward pass: raw logits (n,) and pooled applicability features (n, 2048)."""
         with self._lock:
-            if self._probability_fn is None:
+            if self._forward_fn is None:
                 shape = (None, *self.model.input_shape[1:])
-                self._probability_fn = tf.function(
-                    lambda x: self.model(x, training=False)[:, 0]
-                ).get_concrete_function(tf.TensorSpec(shape, tf.float32))
-        return self._probability_fn(tf.constant(inputs)).numpy()
+                outputs = keras.Model(
+                    self.model.inputs,
+                    [
+                        self.model.get_layer(LOGIT_LAYER).output,
+                        self.model.get_layer(APPLICABILITY_LAYER).output,
+                    ],
+                )
 
-    def _signs(self, probabilities: np.ndarray, target: Target) -> np.ndarray:
+                def forward(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+                    logits, pooled_from = outputs(x, training=False)
+                    pooled = tf.reduce_mean(tf.cast(pooled_from, tf.float32), axis=(1, 2))
+                    return logits[:, 0], pooled
+
+                self._forward_fn = tf.function(forward).get_concrete_function(
+                    tf.TensorSpec(shape, tf.float32)
+                )
+        logits, features = self._forward_fn(tf.constant(inputs))
+        return logits.numpy().astype(np.float64), features.numpy()
+
+    def _signs(self, logits: np.ndarray, target: Target) -> np.ndarray:
         if target == "malignant":
-            return np.ones_like(probabilities)
+            return np.ones(len(logits), np.float32)
         if target == "benign":
-            return -np.ones_like(probabilities)
-        return np.where(probabilities >= self.threshold, 1.0, -1.0).astype(np.float32)
+            return -np.ones(len(logits), np.float32)
+        return np.where(logits >= self.logit_threshold, 1.0, -1.0).astype(np.float32)
 
     def _check_layer(self, layer: str) -> None:
         try:
@@ -215,6 +294,18 @@ def _normalise(cams: np.ndarray) -> np.ndarray:
     low = cams.min(axis=axes, keepdims=True)
     high = cams.max(axis=axes, keepdims=True)
     return ((cams - low) / (high - low + _EPSILON)).astype(np.float32)
+
+
+def _is_empty(raw: np.ndarray) -> np.ndarray:
+    """Per image: the raw map is zero, or constant, everywhere."""
+    axes = tuple(range(1, raw.ndim))
+    high = raw.max(axis=axes)
+    spread = high - raw.min(axis=axes)
+    return (high <= EMPTY_MAP_TOLERANCE) | (spread <= EMPTY_MAP_TOLERANCE * np.abs(high))
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    return np.exp(-np.logaddexp(0.0, -np.asarray(logits, dtype=np.float64)))
 
 
 def _target_names(signs: np.ndarray) -> tuple[str, ...]:

@@ -1,5 +1,8 @@
 """Malignancy probabilities from a model, fast and safe to share between threads.
 
+The traced graph returns the raw logit; the probability is ``sigmoid(logit)``, or, for a model
+whose card carries a calibration (:mod:`model.calibration`), the calibrated probability.
+
 The inference function is traced once, on first use (a ``tf.function`` with a fixed input
 signature), so each call runs a compiled graph instead of ``model.predict``'s per-call setup.
 A traced concrete function is stateless, so one :class:`Predictor` serves all Streamlit
@@ -21,7 +24,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model.config import InputSpec, label_of
+from model.calibration import Calibration, sigmoid
+from model.config import LOGIT_LAYER, InputSpec, label_of
 from model.preprocessing import DecodedImage, decode_image, to_model_input
 
 
@@ -57,9 +61,10 @@ class Predictor:
     Args:
         model: a network built by :func:`model.network.build_model` (or loaded artifact).
         spec: the input contract the model was trained with.
-        threshold: decision threshold on the malignancy probability.
+        threshold: decision threshold on the (calibrated) malignancy probability.
         batch_size: largest batch sent to the network at once (bounds memory).
         jit_compile: compile the graph with XLA (helps on GPU; measured in ``bench/``).
+        calibration: maps raw logits to calibrated probabilities (None: plain sigmoid).
     """
 
     def __init__(
@@ -69,10 +74,12 @@ class Predictor:
         threshold: float = 0.5,
         batch_size: int = 32,
         jit_compile: bool = False,
+        calibration: Calibration | None = None,
     ) -> None:
         self.model = model
         self.spec = spec
         self.threshold = float(threshold)
+        self.calibration = calibration
         self.batch_size = int(batch_size)
         self.jit_compile = jit_compile
         self._lock = threading.Lock()
@@ -85,15 +92,18 @@ class Predictor:
         with self._lock:
             if self._traced is None:
                 signature = tf.TensorSpec((None, *self.spec.shape), tf.float32, name="images")
+                logit_model = keras.Model(
+                    self.model.inputs, self.model.get_layer(LOGIT_LAYER).output
+                )
                 infer = tf.function(
-                    lambda images: self.model(images, training=False)[:, 0],
+                    lambda images: logit_model(images, training=False)[:, 0],
                     jit_compile=self.jit_compile,
                 )
                 self._traced = infer.get_concrete_function(signature)
             return self._traced
 
-    def predict_batch(self, inputs: np.ndarray) -> np.ndarray:
-        """Probabilities (n,) for preprocessed inputs of shape (n, *spec.shape)."""
+    def predict_logits(self, inputs: np.ndarray) -> np.ndarray:
+        """Raw logits (n,) float64 for preprocessed inputs of shape (n, *spec.shape)."""
         inputs = np.asarray(inputs, dtype=np.float32)
         if inputs.ndim != 4 or inputs.shape[1:] != self.spec.shape:
             raise ValueError(f"expected inputs (n, {self.spec.shape}), got {inputs.shape}")
@@ -101,7 +111,17 @@ class Predictor:
             self._infer(tf.constant(inputs[start : start + self.batch_size])).numpy()
             for start in range(0, len(inputs), self.batch_size)
         ]
-        return np.concatenate(chunks) if chunks else np.zeros((0,), np.float32)
+        return np.concatenate(chunks).astype(np.float64) if chunks else np.zeros((0,))
+
+    def probabilities_from_logits(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities when the model has a calibration, else the sigmoid."""
+        if self.calibration is not None:
+            return self.calibration.apply(logits)
+        return sigmoid(logits)
+
+    def predict_batch(self, inputs: np.ndarray) -> np.ndarray:
+        """Probabilities (n,) for preprocessed inputs of shape (n, *spec.shape)."""
+        return self.probabilities_from_logits(self.predict_logits(inputs))
 
     def predict(self, images: Sequence[bytes | DecodedImage]) -> np.ndarray:
         """Probabilities for image files' bytes or decoded images (same order)."""

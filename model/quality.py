@@ -21,7 +21,17 @@ none of which triggers any warning:
     purple). In the sample at least 27 % of all pixels do.
 ``tiny``
     Smaller than the model input (144x96, width x height) in either direction: the image is
-    upscaled, so the network sees interpolated pixels.
+    upscaled, so the network sees interpolated pixels. A model trained on smaller images
+    (the card's :class:`ImageProfile`) is judged against those: a model trained on 50x50
+    patches does not call a 50x50 input tiny.
+``too_small``
+    Smaller on a side than a quarter of both the model input and the smallest training image
+    (a 1x1 image always is): upscaled that much, the network sees no tissue at all, and no
+    label is given.
+``colour``
+    (Only with an :class:`ImageProfile`.) The image's mean colour is more than
+    ``max_colour_z`` standard deviations (of the training images' mean colours) away from the
+    training images' average in some channel: another stain, scanner or kind of image.
 ``dark``
     More than 50 % of the pixels have a luminance below 50 (underexposed, or a dark-field or
     fluorescence image). In the sample at most 2.5 % do.
@@ -37,7 +47,9 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -63,9 +75,109 @@ class QualityThresholds:
     max_dark_fraction: float = 0.50
     min_height: int = InputSpec().height
     min_width: int = InputSpec().width
+    classifiable_height: int = InputSpec().height // 4
+    classifiable_width: int = InputSpec().width // 4
+    max_colour_z: float = 4.0
 
 
 DEFAULT_THRESHOLDS = QualityThresholds()
+
+
+@dataclass(frozen=True)
+class ImageProfile:
+    """What the training images were like, recorded in the model card.
+
+    Attributes:
+        n_images: how many images the profile describes.
+        min_width, min_height, max_width, max_height: their size range in pixels.
+        colour_mean: mean over images of each image's mean R, G, B (0-255).
+        colour_std: standard deviation over images of those per-image means.
+
+    Example:
+        >>> profile = ImageProfile.from_measurements(
+        ...     sizes=[(50, 50), (50, 50)], colour_means=[(200, 120, 180), (210, 130, 170)])
+        >>> (profile.min_width, profile.min_height), profile.colour_mean
+        ((50, 50), (205.0, 125.0, 175.0))
+    """
+
+    n_images: int
+    min_width: int
+    min_height: int
+    max_width: int
+    max_height: int
+    colour_mean: tuple[float, float, float]
+    colour_std: tuple[float, float, float]
+
+    @classmethod
+    def from_measurements(
+        cls, sizes: Sequence[tuple[int, int]], colour_means: Sequence[Sequence[float]]
+    ) -> ImageProfile:
+        """From each image's (width, height) and mean (R, G, B)."""
+        widths = [width for width, _ in sizes]
+        heights = [height for _, height in sizes]
+        means = np.asarray(colour_means, dtype=np.float64).reshape(-1, 3)
+        return cls(
+            n_images=len(sizes),
+            min_width=int(min(widths)),
+            min_height=int(min(heights)),
+            max_width=int(max(widths)),
+            max_height=int(max(heights)),
+            colour_mean=tuple(float(v) for v in means.mean(axis=0).round(3)),  # type: ignore[arg-type]
+            colour_std=tuple(float(v) for v in means.std(axis=0).round(3)),  # type: ignore[arg-type]
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n_images": self.n_images,
+            "min_width": self.min_width,
+            "min_height": self.min_height,
+            "max_width": self.max_width,
+            "max_height": self.max_height,
+            "colour_mean": list(self.colour_mean),
+            "colour_std": list(self.colour_std),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ImageProfile:
+        data = dict(data)
+        data["colour_mean"] = tuple(float(v) for v in data["colour_mean"])
+        data["colour_std"] = tuple(float(v) for v in data["colour_std"])
+        return cls(**data)
+
+    def describe(self) -> str:
+        """``"700x460 px"`` or ``"from 50x50 to 700x460 px"``."""
+        if (self.min_width, self.min_height) == (self.max_width, self.max_height):
+            return f"{self.min_width}x{self.min_height} px"
+        return f"from {self.min_width}x{self.min_height} to {self.max_width}x{self.max_height} px"
+
+
+def thresholds_for(
+    spec: InputSpec | None = None,
+    profile: ImageProfile | None = None,
+    base: QualityThresholds = DEFAULT_THRESHOLDS,
+) -> QualityThresholds:
+    """The checks' thresholds for a model: its input size, and what it was trained on.
+
+    Example:
+        >>> patches = ImageProfile(100, 50, 50, 50, 50, (200.0,) * 3, (10.0,) * 3)
+        >>> t = thresholds_for(InputSpec(), patches)
+        >>> (t.min_width, t.min_height), (t.classifiable_width, t.classifiable_height)
+        ((50, 50), (12, 12))
+    """
+    spec = spec or InputSpec()
+    min_width, min_height = spec.width, spec.height
+    if profile is not None:
+        min_width, min_height = (
+            min(min_width, profile.min_width),
+            min(min_height, profile.min_height),
+        )
+    return replace(
+        base,
+        min_width=min_width,
+        min_height=min_height,
+        classifiable_width=max(2, min(spec.width, min_width) // 4),
+        classifiable_height=max(2, min(spec.height, min_height) // 4),
+    )
 
 
 @dataclass(frozen=True)
@@ -97,9 +209,12 @@ class QualityReport:
 
 
 def assess_quality(
-    image: DecodedImage, thresholds: QualityThresholds = DEFAULT_THRESHOLDS
+    image: DecodedImage,
+    thresholds: QualityThresholds = DEFAULT_THRESHOLDS,
+    profile: ImageProfile | None = None,
 ) -> QualityReport:
-    """Measure an image and list what makes it unlike BreakHis H&E microscopy."""
+    """Measure an image and list what makes it unlike H&E microscopy, or (with the
+    training images' ``profile``) unlike the images the model was trained on."""
     t = thresholds
     pixels = _subsample(image.pixels).astype(np.int16)
     spread = pixels.max(axis=2) - pixels.min(axis=2)
@@ -119,12 +234,23 @@ def assess_quality(
     dark_fraction = float((luminance < t.dark_max_luminance).mean())
 
     found: list[tuple[str, str]] = []
-    if image.height < t.min_height or image.width < t.min_width:
+    if image.height < t.classifiable_height or image.width < t.classifiable_width:
+        found.append(
+            (
+                "too_small",
+                f"too small to classify: {image.width}x{image.height} px is less than a quarter "
+                f"of the model input and of the smallest training image "
+                f"(at least {t.classifiable_width}x{t.classifiable_height} needed); no label is "
+                "given",
+            )
+        )
+    elif image.height < t.min_height or image.width < t.min_width:
         found.append(
             (
                 "tiny",
                 f"tiny image: {image.width}x{image.height} px is smaller than the model input "
-                f"({t.min_width}x{t.min_height}) and is upscaled, so the result is unreliable",
+                f"and the training images ({t.min_width}x{t.min_height}) and is upscaled, so "
+                "the result is unreliable",
             )
         )
     if background_fraction > t.max_background_fraction:
@@ -160,6 +286,21 @@ def assess_quality(
                 "the model was trained on colour H&E-stained microscopy",
             )
         )
+    if profile is not None:
+        mean_colour = pixels.reshape(-1, 3).mean(axis=0)
+        spread_of_means = np.maximum(np.asarray(profile.colour_std), 2.0)  # 2 grey levels floor
+        z = np.abs(mean_colour - np.asarray(profile.colour_mean)) / spread_of_means
+        channel = int(z.argmax())
+        if float(z[channel]) > t.max_colour_z:
+            found.append(
+                (
+                    "colour",
+                    f"colours unlike the training images: the mean {'RGB'[channel]} value "
+                    f"{mean_colour[channel]:.0f} is {float(z[channel]):.1f} standard deviations "
+                    f"from the training images' {profile.colour_mean[channel]:.0f}; another "
+                    "stain, scanner or kind of image",
+                )
+            )
     if dark_fraction > t.max_dark_fraction:
         found.append(
             (
@@ -180,10 +321,12 @@ def assess_quality(
 
 
 def quality_warnings(
-    image: DecodedImage, thresholds: QualityThresholds = DEFAULT_THRESHOLDS
+    image: DecodedImage,
+    thresholds: QualityThresholds = DEFAULT_THRESHOLDS,
+    profile: ImageProfile | None = None,
 ) -> list[str]:
     """User-readable warnings for an image that does not look like H&E microscopy (or [])."""
-    return list(assess_quality(image, thresholds).warnings)
+    return list(assess_quality(image, thresholds, profile).warnings)
 
 
 def _subsample(pixels: np.ndarray) -> np.ndarray:

@@ -62,6 +62,8 @@ class TrainConfig:
         xla: compile the train step with XLA.
         multi_gpu: replicate over all visible GPUs with ``tf.distribute.MirroredStrategy``.
         deterministic: ask TensorFlow for deterministic ops (slower).
+        calibration: post-hoc calibration of the logit fitted on the validation part
+            (``temperature``, ``platt`` or ``none``; see :mod:`model.calibration`).
     """
 
     preset: str = "paper"
@@ -84,6 +86,7 @@ class TrainConfig:
     xla: bool = False
     multi_gpu: bool = False
     bootstrap: int = 1000
+    calibration: str = "temperature"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -175,6 +178,10 @@ def validate(config: TrainConfig) -> None:
         raise ValueError(
             "--xla and --deterministic cannot be combined: Keras turns XLA off when "
             "TensorFlow's op determinism is enabled"
+        )
+    if config.calibration not in ("temperature", "platt", "none"):
+        raise ValueError(
+            f"calibration must be temperature, platt or none, not {config.calibration!r}"
         )
     if config.epochs < 1 or config.batch_size < 1 or config.folds < 1:
         raise ValueError("epochs, batch_size and folds must be at least 1")

@@ -40,7 +40,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -66,7 +66,7 @@ OFFICIAL_LAYOUT = (
     "SOB_<B|M>_<T>_<patient>/<mag>X/<file>.png"
 )
 CSV_REQUIRED_COLUMNS: tuple[str, ...] = ("path", "label")
-CSV_OPTIONAL_COLUMNS: tuple[str, ...] = ("patient", "magnification", "subtype")
+CSV_OPTIONAL_COLUMNS: tuple[str, ...] = ("patient", "magnification", "subtype", "class_name")
 CSV_LABELS: dict[str, int] = {"0": 0, "1": 1, "benign": 0, "malignant": 1}
 
 
@@ -105,9 +105,27 @@ class DatasetIndex:
     skipped: pd.DataFrame
     source: Path
     layout: Layout
+    class_names: dict[int, str] = field(default_factory=lambda: dict(CLASS_NAMES))
 
     def __len__(self) -> int:
         return len(self.images)
+
+    @property
+    def is_breakhis(self) -> bool:
+        """The images are BreakHis images (official layout, or every file BreakHis-named):
+        only then are BreakHis's literature numbers a comparison."""
+        if self.layout != "csv":
+            return True
+        return all(_is_breakhis_name(name) for name in self.images["filename"])
+
+    @property
+    def mixed_patient_fraction(self) -> float | None:
+        """Share of the (known) patients whose images carry both classes: where it is high,
+        "patient-level" labels mean little (None without patient ids)."""
+        known = self.images.dropna(subset=["patient"])
+        if known.empty:
+            return None
+        return float((known.groupby("patient")["label"].nunique() > 1).mean())
 
 
 # --- image checks -------------------------------------------------------------------------
@@ -243,7 +261,22 @@ def _finish(
     if not rows:
         detail = f"; {len(skipped)} file(s) were skipped, e.g. {skipped[0]}" if skipped else ""
         raise DatasetError(f"No usable images found in {source}{detail}. Expected {expectation}.")
-    return DatasetIndex(_images_frame(rows), _skipped_frame(skipped), source, layout)
+    return DatasetIndex(
+        _images_frame(rows), _skipped_frame(skipped), source, layout, _class_names(rows)
+    )
+
+
+def _class_names(rows: list[dict[str, Any]]) -> dict[int, str]:
+    names = {int(row["label"]): row["class_name"] for row in rows}
+    return {label: names.get(label, CLASS_NAMES[label]) for label in (0, 1)}
+
+
+def _is_breakhis_name(name: str) -> bool:
+    try:
+        parse_breakhis_filename(name)
+    except ValueError:
+        return False
+    return True
 
 
 # --- the official archive layout and named folders ----------------------------------------
@@ -403,6 +436,7 @@ def index_csv(manifest: str | Path, *, check_images: bool = True) -> DatasetInde
             f"{', '.join(CSV_LABELS)}. Expected {expectation}."
         )
 
+    class_names = _csv_class_names(table, labels, manifest)
     rows: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
     seen: set[str] = set()
@@ -440,7 +474,7 @@ def index_csv(manifest: str | Path, *, check_images: bool = True) -> DatasetInde
                 "path": str(path),
                 "filename": path.name,
                 "label": label,
-                "class_name": CLASS_NAMES[label],
+                "class_name": class_names[label],
                 "subtype": subtype,
                 "patient": patient,
                 "magnification": magnification,
@@ -448,6 +482,27 @@ def index_csv(manifest: str | Path, *, check_images: bool = True) -> DatasetInde
         )
     rows = _drop_unreadable(rows, skipped, check_images)
     return _finish(rows, skipped, manifest, "csv", expectation)
+
+
+def _csv_class_names(table: pd.DataFrame, labels: pd.Series, manifest: Path) -> dict[int, str]:
+    """What the manifest calls its classes: a ``class_name`` column (one name per label), the
+    words benign/malignant (or BreakHis file names), or for bare 0/1 labels
+    "negative"/"positive" (the data does not say that 1 means malignant)."""
+    if "class_name" in table.columns and (table["class_name"].str.strip() != "").any():
+        named = pd.DataFrame({"label": labels.astype(int), "name": table["class_name"].str.strip()})
+        names = named[named["name"] != ""].groupby("label")["name"].unique()
+        clashing = {int(k): list(v) for k, v in names.items() if len(v) > 1}
+        if clashing:
+            raise DatasetError(
+                f"{manifest}: each label needs one class_name, but {clashing} were given"
+            )
+        given = {int(label): str(values[0]) for label, values in names.items()}
+        return {label: given.get(label, f"class {label}") for label in (0, 1)}
+    words = table["label"].str.strip().str.lower()
+    breakhis = all(_is_breakhis_name(Path(path.strip()).name) for path in table["path"])
+    if breakhis or words.isin(["benign", "malignant"]).any():
+        return dict(CLASS_NAMES)
+    return {0: "negative", 1: "positive"}
 
 
 # --- one entry point ----------------------------------------------------------------------

@@ -30,6 +30,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from PIL import Image
 
 from model.config import InputSpec
 from model.files import write_atomically
@@ -45,6 +46,20 @@ RGB_FROM_HED = np.array(
 RGB_FROM_HED[2] = np.cross(RGB_FROM_HED[0], RGB_FROM_HED[1])
 RGB_FROM_HED /= np.linalg.norm(RGB_FROM_HED, axis=1, keepdims=True)
 HED_FROM_RGB = np.linalg.inv(RGB_FROM_HED).astype(np.float32)
+
+
+def image_sizes(paths: Sequence[str], workers: int | None = None) -> np.ndarray:
+    """(width, height) of every image, from its header only (no pixels are decoded)."""
+
+    def size(path: str) -> tuple[int, int]:
+        with Image.open(path) as image:
+            return image.size
+
+    workers = workers or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return np.array(list(pool.map(size, [str(p) for p in paths])), dtype=np.int64).reshape(
+            -1, 2
+        )
 
 
 def load_images(

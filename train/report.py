@@ -224,14 +224,25 @@ def plot_roc(protocol: ProtocolRecord, path: Path) -> Path | None:
     return _save(figure, path)
 
 
-def plot_calibration(protocol: ProtocolRecord, path: Path) -> tuple[Path, dict] | None:
-    """Reliability diagram of all folds' test predictions pooled, with the histogram of
-    predicted probabilities per class underneath (log scale: overconfident models pile up
-    at 0 and 1)."""
+def plot_calibration(
+    protocol: ProtocolRecord, path: Path, class_names: dict[int, str] | None = None
+) -> tuple[Path, dict] | None:
+    """Reliability diagram of all folds' test predictions pooled, after calibration (the
+    served probabilities) and before it (the network's own sigmoid), with the histogram of
+    served probabilities per class underneath (log scale: overconfident models pile up at 0
+    and 1)."""
+    names = class_names or CLASS_NAMES
     test = pd.concat([fold.test for fold in protocol.folds], ignore_index=True)
     if test.empty:
         return None
-    result = calibration(test["label"].to_numpy(), test["probability"].to_numpy())
+    labels = test["label"].to_numpy()
+    result = calibration(labels, test["probability"].to_numpy())
+    before = (
+        calibration(labels, test["raw_probability"].to_numpy())
+        if "raw_probability" in test
+        and not np.allclose(test["raw_probability"], test["probability"])
+        else None
+    )
     pooled = f"{len(protocol.folds)} folds pooled; " if len(protocol.folds) > 1 else ""
     figure = Figure(figsize=(5.2, 6.2))
     top, bottom = figure.subplots(2, 1, height_ratios=[3, 1.3], sharex=True)
@@ -244,25 +255,39 @@ def plot_calibration(protocol: ProtocolRecord, path: Path) -> tuple[Path, dict] 
         color="tab:blue",
         alpha=0.25,
         edgecolor="tab:blue",
-        label="fraction malignant per bin",
+        label=f"fraction {names[1]} per bin",
     )
     top.plot(
         [b["mean_predicted"] for b in filled],
         [b["fraction_malignant"] for b in filled],
         marker="o",
         color="tab:blue",
-        label="at the bin's mean probability",
+        label="served (calibrated)" if before is not None else "at the bin's mean probability",
     )
-    top.set_ylabel("observed fraction malignant")
+    if before is not None:
+        raw_bins = [b for b in before["bins"] if b["count"]]
+        top.plot(
+            [b["mean_predicted"] for b in raw_bins],
+            [b["fraction_malignant"] for b in raw_bins],
+            marker="s",
+            color="tab:orange",
+            linestyle=":",
+            label="before calibration",
+        )
+    top.set_ylabel(f"observed fraction {names[1]}")
     top.set_xlim(0, 1)
     top.set_ylim(0, 1.02)
     top.grid(alpha=0.3)
     top.legend(fontsize=8, loc="upper left")
+    was = (
+        f"; before calibration {fmt(before['brier'])} / {fmt(before['ece'])}"
+        if before is not None
+        else ""
+    )
     top.set_title(
         f"{protocol.name}: reliability of {len(test)} test predictions\n"
-        f"({pooled}Brier {fmt(result['brier'])}, "
-        f"ECE {fmt(result['ece'])})",
-        fontsize=10,
+        f"({pooled}Brier {fmt(result['brier'])}, ECE {fmt(result['ece'])}{was})",
+        fontsize=9,
     )
     edges = np.linspace(0, 1, result["n_bins"] + 1)
     # Side by side, not stacked: stacked bars on a log axis exaggerate the upper class.
@@ -271,12 +296,12 @@ def plot_calibration(protocol: ProtocolRecord, path: Path) -> tuple[Path, dict] 
         bins=edges,
         log=True,
         color=["tab:green", "tab:red"],
-        label=[CLASS_NAMES[0], CLASS_NAMES[1]],
+        label=[names[0], names[1]],
     )
     bottom.set_ylim(bottom=0.7)  # a bin with one image stays visible
     bottom.yaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
     bottom.yaxis.set_minor_formatter(NullFormatter())
-    bottom.set_xlabel("predicted probability of malignant")
+    bottom.set_xlabel(f"served probability of {names[1]}")
     bottom.set_ylabel("images (log scale)")
     bottom.legend(fontsize=8, loc="upper center")
     return _save(figure, path), result
@@ -379,7 +404,7 @@ def plot_samples(record: RunRecord, path: Path) -> tuple[Path, int] | None:
         magnification = "" if pd.isna(row.magnification) else f" · {int(row.magnification)}X"
         subtype = f" · {row.subtype}" if row.subtype else ""
         axis.set_title(
-            f"{CLASS_NAMES[int(row.label)]}{subtype}{magnification}",
+            f"{record.summary.dataset.class_names[int(row.label)]}{subtype}{magnification}",
             fontsize=9,
             color="tab:red" if row.label == 1 else "tab:green",
         )
@@ -699,10 +724,23 @@ def render_markdown(record: RunRecord, figures: dict[str, Path]) -> str:
         f"- protocols: {', '.join(p.name for p in record.protocols)}",
         f"- served model (`model/`): {summary.served_protocol} protocol, {summary.served_fold}",
         "",
-        *_comparison_lines(record),
+        *(
+            _comparison_lines(record)
+            if summary.dataset.breakhis
+            else [
+                "## Comparison with the paper",
+                "",
+                "This run's images are not BreakHis images, so neither the paper's Table II "
+                "(99.1% on BreakHis) nor the BreakHis literature's patient-disjoint range is a "
+                "comparison for its numbers; none is shown.",
+                "",
+            ]
+        ),
         PATIENT_LEVEL_TEXT,
         "",
+        *_patient_level_caveat(record),
         *image("samples", "Sample network inputs"),
+        *_saliency_lines(record),
     ]
     for protocol in record.protocols:
         lines += [
@@ -722,6 +760,9 @@ def render_markdown(record: RunRecord, figures: dict[str, Path]) -> str:
             "### Confidence intervals",
             "",
             *_bootstrap_lines(protocol),
+            "### Calibration",
+            "",
+            *_calibration_lines(protocol),
             "### Threshold",
             "",
             *_threshold_lines(protocol),
@@ -745,6 +786,95 @@ def render_markdown(record: RunRecord, figures: dict[str, Path]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _patient_level_caveat(record: RunRecord) -> list[str]:
+    mixed = record.summary.dataset.mixed_patient_fraction
+    if record.summary.dataset.patient_level_meaningful:
+        return []
+    return [
+        f"**Patient-level metrics are not meaningful for this data**: {100 * mixed:.0f}% of "
+        "the patients have images of both classes, so a patient has no single class to get "
+        "right. They are shown for completeness only.",
+        "",
+    ]
+
+
+def _calibration_lines(protocol: ProtocolRecord) -> list[str]:
+    """Per split: the calibration fitted on validation, and the test set's ECE and Brier
+    score before and after it."""
+    rows = []
+    for fold in protocol.folds:
+        fitted = fold.document.calibration
+        after = fold.metrics["calibration"]
+        before = fold.metrics.get("calibration_uncalibrated")
+        rows.append(
+            [
+                fold.name,
+                fitted.describe() if fitted is not None else "none (no validation part)",
+                fmt(before["ece"]) if before else "—",
+                fmt(after.get("ece")),
+                fmt(before["brier"]) if before else "—",
+                fmt(after.get("brier")),
+            ]
+        )
+    return [
+        "The served probability is the network's logit calibrated on the split's validation "
+        "part (never its test part); the threshold is chosen on the calibrated validation "
+        "probabilities. On the test part:",
+        "",
+        *_table(
+            [
+                "split",
+                "calibration",
+                "ECE before",
+                "ECE after",
+                "Brier before",
+                "Brier after",
+            ],
+            rows,
+        ),
+    ]
+
+
+def _saliency_lines(record: RunRecord) -> list[str]:
+    check = record.summary.saliency_check
+    if not check:
+        return []
+    rows = [
+        [
+            stage["name"],
+            ", ".join(stage["layers"]),
+            fmt(stage["mean_spearman"]),
+            str(stage["compared"]),
+            str(stage["empty_maps"]),
+        ]
+        for stage in check["stages"]
+    ]
+    verdicts = {
+        "model-dependent": "the maps change when the trained head is randomised: they depend "
+        "on what the model learned.",
+        "not model-dependent": "**the maps barely change when the trained head is replaced "
+        "by random weights: they are not model-dependent** and show image structure rather "
+        "than the model's evidence. Read them with that in mind.",
+        "undetermined": "the maps were empty, so no comparison was possible.",
+    }
+    return [
+        "## Saliency sanity check",
+        "",
+        f"Model-parameter randomisation (Adebayo et al. 2018): {check['method']} maps at "
+        f"`{check['layer']}` of the served model on {check['images']} validation images, "
+        "compared (Spearman rank correlation) with those of the same network whose top "
+        f"layers were re-initialised at random, from the top down. Above "
+        f"{check['threshold']:.1f} the maps count as unchanged.",
+        "",
+        *_table(
+            ["randomised", "layers", "mean rank correlation", "images compared", "empty maps"],
+            rows,
+        ),
+        f"Verdict: {verdicts[check['verdict']]}",
+        "",
+    ]
 
 
 def _title(protocol: str) -> str:
@@ -774,7 +904,11 @@ def write_figures(record: RunRecord) -> dict[str, Path]:
         roc = plot_roc(protocol, folder / f"roc-{protocol.name}.png")
         if roc is not None:
             figures[f"roc-{protocol.name}"] = roc
-        reliability = plot_calibration(protocol, folder / f"calibration-{protocol.name}.png")
+        reliability = plot_calibration(
+            protocol,
+            folder / f"calibration-{protocol.name}.png",
+            record.summary.dataset.class_names,
+        )
         if reliability is not None:
             figures[f"calibration-{protocol.name}"] = reliability[0]
     return figures

@@ -21,20 +21,23 @@ import argparse
 import hashlib
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from model.files import file_sha256
 from train.config import PRESETS, TrainConfig, resolve_config
 from train.protocols import PROTOCOLS
-from train.run_folder import RunFolder, RunSummary
+from train.run_folder import DatasetFacts, RunFolder, RunSummary
 
 if TYPE_CHECKING:
+    import keras
     import pandas as pd
 
-    from model.card import ModelCard
     from model.config import ModelConfig
     from train.dataset import DatasetIndex
+    from train.splits import Split
+    from train.trainer import RunData
 
 logger = logging.getLogger("train")
 
@@ -72,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--validation-fraction", type=float)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--bootstrap", type=int, help="bootstrap resamples for the 95%% CIs")
+    parser.add_argument(
+        "--calibration",
+        choices=["temperature", "platt", "none"],
+        help="post-hoc calibration of the logit, fitted on the validation part",
+    )
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--feature-cache", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument(
@@ -110,6 +118,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             "validation_fraction",
             "seed",
             "bootstrap",
+            "calibration",
             "augment",
             "feature_cache",
             "monitor_test",
@@ -211,7 +220,7 @@ def _run(config: TrainConfig, data: str, run: RunFolder, verbose: int | str) -> 
     from model.network import build_model
     from train.dataset import format_summary, index_dataset
     from train.evaluation import protocol_evaluation
-    from train.pipeline import load_images
+    from train.pipeline import image_sizes, load_images
     from train.report import write_report
     from train.splits import format_audits
     from train.trainer import RunData, compute_features, train_fold
@@ -236,14 +245,23 @@ def _run(config: TrainConfig, data: str, run: RunFolder, verbose: int | str) -> 
         features = compute_features(
             feature_model, pixels, model_config, 64, cache if config.weights != "none" else None
         )
-    data_bundle = RunData(index.images, pixels, features, feature_model)
+    data_bundle = RunData(
+        index.images,
+        pixels,
+        features,
+        feature_model,
+        sizes=image_sizes(index.images["path"]),
+        class_names=index.class_names,
+    )
 
     protocols = {}
+    splits_by_protocol = {}
     served: tuple[str, str] | None = None  # (protocol, split) of the served model
     for name in config.protocols:
         spec = PROTOCOLS[name]
         folder = run.protocol(name)
         splits = folder.load_or_make_splits(index, name, **spec.split_options(config))
+        splits_by_protocol[name] = splits
         print(format_audits(splits))
         documents = []
         for split in splits:
@@ -269,8 +287,21 @@ def _run(config: TrainConfig, data: str, run: RunFolder, verbose: int | str) -> 
             served = (name, splits[0].name)
 
     assert served is not None
-    summary = RunSummary(served_protocol=served[0], served_fold=served[1], protocols=protocols)
-    serve_model(run, summary, index, config)
+    served_split = next(s for s in splits_by_protocol[served[0]] if s.name == served[1])
+    summary = RunSummary(
+        served_protocol=served[0],
+        served_fold=served[1],
+        protocols=protocols,
+        dataset=DatasetFacts(
+            breakhis=index.is_breakhis,
+            class_names=dict(index.class_names),
+            mixed_patient_fraction=index.mixed_patient_fraction,
+        ),
+    )
+    model = serve_model(run, summary, index, config)
+    summary = replace(
+        summary, saliency_check=saliency_check(model, served_split, data_bundle, model_config)
+    )
     run.write_summary(summary)
     write_report(run.path)
     run.mark_complete()
@@ -290,25 +321,49 @@ def _run(config: TrainConfig, data: str, run: RunFolder, verbose: int | str) -> 
 
 def serve_model(
     run: RunFolder, summary: RunSummary, index: DatasetIndex, config: TrainConfig
-) -> ModelCard:
+) -> keras.Model:
     """Copy the served fold's model into the run's ``model/`` with the run's card: every
-    protocol's evaluation (the recipe) and the served model's own (its fold's test split)."""
+    protocol's evaluation (the recipe), the served model's own (its fold's test split), and
+    what the data were (for the intended use). Returns the served network."""
     from model.artifact import load_artifact, save_artifact
+    from model.card import describe_intended_use
     from train.evaluation import fold_evaluation
 
     fold = run.protocol(summary.served_protocol).fold(summary.served_fold)
     loaded = load_artifact(fold.model_dir)
     card = loaded.card
     card.name = run.name
+    kind = "BreakHis" if index.is_breakhis else "non-BreakHis data"
     card.training.dataset = (
-        f"{index.source} ({len(index.images)} images, {index.images['patient'].nunique()} patients)"
+        f"{kind}: {index.source} ({len(index.images)} images, "
+        f"{index.images['patient'].nunique()} patients)"
     )
+    card.intended_use = describe_intended_use(card.training.dataset, card.training_images)
     own = fold_evaluation(
         PROTOCOLS[summary.served_protocol], fold.read_document(), config.validation_fraction
     )
     card.evaluation = dict(summary.protocols) | {f"{fold.name} (this model)": own}
     save_artifact(loaded.model, card, run.served_model_dir)
-    return card
+    return loaded.model
+
+
+SANITY_IMAGES = 8
+
+
+def saliency_check(
+    model: keras.Model, split: Split, data: RunData, model_config: ModelConfig
+) -> dict[str, Any] | None:
+    """The saliency sanity check (:mod:`train.sanity`) of the served network on a few of
+    its split's validation images (test images when there is no validation part)."""
+    from model.preprocessing import normalise
+    from train.sanity import randomisation_check
+
+    part = split.val if len(split.val) else split.test
+    if part.empty:
+        return None
+    rows = data.rows(part)[:SANITY_IMAGES]
+    inputs = normalise(data.pixels[rows].astype("float32"), model_config.input)
+    return randomisation_check(model, inputs)
 
 
 def _number(value: Any) -> str:

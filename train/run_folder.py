@@ -50,6 +50,7 @@ from typing import Any
 
 import pandas as pd
 
+from model.calibration import Calibration
 from model.card import Evaluation
 from model.config import InputSpec, ModelConfig
 from model.files import write_text_atomically
@@ -106,6 +107,9 @@ class FoldDocument:
         audit: the split's leakage audit (:meth:`train.splits.LeakageAudit.to_dict`).
         best_val_loss: the lowest validation loss of the history (the epoch whose weights
             were kept), None without a validation part.
+        calibration: the calibration fitted on the validation part (None: uncalibrated);
+            ``metrics`` are of the calibrated probabilities, ``metrics["calibration_
+            uncalibrated"]`` the reliability before it.
     """
 
     split: str
@@ -113,6 +117,7 @@ class FoldDocument:
     metrics: dict[str, Any]
     audit: dict[str, Any]
     best_val_loss: float | None = None
+    calibration: Calibration | None = None
 
     @property
     def patient_disjoint(self) -> bool:
@@ -125,6 +130,7 @@ class FoldDocument:
             "metrics": self.metrics,
             "audit": self.audit,
             "best_val_loss": self.best_val_loss,
+            "calibration": None if self.calibration is None else self.calibration.to_dict(),
         }
 
     @classmethod
@@ -135,22 +141,66 @@ class FoldDocument:
             metrics=data["metrics"],
             audit=data["audit"],
             best_val_loss=data.get("best_val_loss"),
+            calibration=None
+            if data.get("calibration") is None
+            else Calibration.from_dict(data["calibration"]),
+        )
+
+
+@dataclass(frozen=True)
+class DatasetFacts:
+    """What the run's data were, as far as reading the numbers depends on it.
+
+    Attributes:
+        breakhis: the images are BreakHis images (only then is the paper's Table II, or the
+            BreakHis literature, a comparison).
+        class_names: label -> name, as the data names the classes.
+        mixed_patient_fraction: share of patients whose images carry both classes (where most
+            do, patient-level "labels" are not meaningful).
+    """
+
+    breakhis: bool = True
+    class_names: dict[int, str] = field(default_factory=lambda: {0: "benign", 1: "malignant"})
+    mixed_patient_fraction: float | None = None
+
+    @property
+    def patient_level_meaningful(self) -> bool:
+        return self.mixed_patient_fraction is None or self.mixed_patient_fraction <= 0.5
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "breakhis": self.breakhis,
+            "class_names": {str(k): v for k, v in self.class_names.items()},
+            "mixed_patient_fraction": self.mixed_patient_fraction,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DatasetFacts:
+        return cls(
+            breakhis=bool(data.get("breakhis", True)),
+            class_names={int(k): str(v) for k, v in data.get("class_names", {}).items()}
+            or {0: "benign", 1: "malignant"},
+            mixed_patient_fraction=data.get("mixed_patient_fraction"),
         )
 
 
 @dataclass(frozen=True)
 class RunSummary:
-    """The run's ``run_summary.json``: which fold's model is served, and each protocol's
-    evaluation."""
+    """The run's ``run_summary.json``: which fold's model is served, each protocol's
+    evaluation, what the data were, and the served maps' sanity check."""
 
     served_protocol: str
     served_fold: str
     protocols: dict[str, Evaluation] = field(default_factory=dict)
+    dataset: DatasetFacts = field(default_factory=DatasetFacts)
+    saliency_check: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "served_model": {"protocol": self.served_protocol, "fold": self.served_fold},
             "protocols": {name: entry.to_dict() for name, entry in self.protocols.items()},
+            "dataset": self.dataset.to_dict(),
+            "saliency_check": self.saliency_check,
         }
 
     @classmethod
@@ -163,6 +213,8 @@ class RunSummary:
                 name: _evaluation_from_summary(name, entry)
                 for name, entry in data.get("protocols", {}).items()
             },
+            dataset=DatasetFacts.from_dict(data.get("dataset", {})),
+            saliency_check=data.get("saliency_check"),
         )
 
 

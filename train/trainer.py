@@ -31,9 +31,11 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from model.applicability import FeatureSummary, fit_feature_summary
 from model.artifact import save_artifact
-from model.card import ModelCard, TrainingInfo
-from model.config import ModelConfig
+from model.calibration import fit_calibration, sigmoid
+from model.card import ModelCard, TrainingInfo, describe_architecture
+from model.config import APPLICABILITY_LAYER, COARSE_LAYER, LOGIT_LAYER, ModelConfig
 from model.files import staged_directory, write_text_atomically
 from model.network import (
     LOSS,
@@ -44,9 +46,11 @@ from model.network import (
     copy_head_weights,
     feature_extractor,
 )
+from model.quality import ImageProfile
 from train.config import TrainConfig
 from train.evaluation import fold_evaluation
 from train.metrics import ThresholdChoice, evaluate_predictions, select_threshold
+from train.metrics import calibration as reliability
 from train.pipeline import describe_augmentation, make_dataset, save_array_atomically
 from train.protocols import protocol as protocol_spec
 from train.run_folder import FoldDocument, FoldFolder
@@ -175,6 +179,8 @@ class RunData:
     pixels: np.ndarray  # uint8 (n, h, w, 3), rows aligned with ``images``
     features: np.ndarray | None  # (n, d) for the feature path
     feature_model: keras.Model | None  # the frozen full network the features came from
+    sizes: np.ndarray | None = None  # (n, 2) original (width, height) of each image
+    class_names: dict[int, str] | None = None  # label -> name, as the data names them
 
     def rows(self, part: pd.DataFrame) -> np.ndarray:
         position = pd.Series(np.arange(len(self.images)), index=self.images["path"])
@@ -279,12 +285,27 @@ def train_fold(
     if has_val and final is not None and (final / "best.weights.h5").exists():
         network.load_weights(final / "best.weights.h5")  # model selection on validation
 
-    def probabilities(part: str) -> np.ndarray:
-        if not len(rows[part]):
-            return np.zeros((0,), np.float32)
-        return network.predict(dataset(part, training=False).map(lambda x, y: x), verbose=0)[:, 0]
+    logit_model = keras.Model(network.inputs, network.get_layer(LOGIT_LAYER).output)
 
-    val_probabilities, test_probabilities = probabilities("val"), probabilities("test")
+    def logits(part: str) -> np.ndarray:
+        if not len(rows[part]):
+            return np.zeros((0,))
+        batches = dataset(part, training=False).map(lambda x, y: x)
+        return logit_model.predict(batches, verbose=0)[:, 0].astype(np.float64)
+
+    val_logits, test_logits = logits("val"), logits("test")
+    calibration = None
+    if has_val and config.calibration != "none":
+        calibration = fit_calibration(
+            val_logits,
+            labels["val"],
+            config.calibration,  # type: ignore[arg-type]
+            fitted_on=f"the validation part of {split.name}: {len(rows['val'])} images of "
+            f"{split.audit.patients['val']} patients",
+        )
+    served = calibration.apply if calibration is not None else sigmoid
+    val_probabilities, test_probabilities = served(val_logits), served(test_logits)
+    # The threshold is chosen on the probabilities the model will serve (calibrated).
     threshold = (
         select_threshold(labels["val"], val_probabilities)
         if has_val
@@ -302,22 +323,40 @@ def train_fold(
         n_bootstrap=config.bootstrap,
         seed=config.seed,
     )
+    # The same test predictions before calibration, for the report's before/after.
+    metrics["calibration_uncalibrated"] = reliability(labels["test"], sigmoid(test_logits))
     predictions = pd.concat(
         [
             split.part(part)[["path", "label", "patient", "magnification"]].assign(
-                part=part, probability=values
+                part=part,
+                logit=values,
+                raw_probability=sigmoid(values),
+                probability=served(values),
             )
-            for part, values in (("val", val_probabilities), ("test", test_probabilities))
+            for part, values in (("val", val_logits), ("test", test_logits))
         ],
         ignore_index=True,
     )
     folder.write_predictions(predictions)
+    applicability = _feature_summary(
+        split, rows, lambda part: _pooled_features(network, data, rows, part, dataset)
+    )
+    profile = _image_profile(data, rows["train"])
 
     if use_features:
         copy_head_weights(network, data.feature_model, feature_mean, feature_scale)
         network = data.feature_model
-    document = FoldDocument(split.name, threshold, metrics, split.audit.to_dict(), best)
+    document = FoldDocument(
+        split.name, threshold, metrics, split.audit.to_dict(), best, calibration
+    )
     card = fold_card(config, model_config, split, document)
+    card.calibration, card.applicability, card.training_images = (
+        calibration,
+        applicability,
+        profile,
+    )
+    if data.class_names:
+        card.labels = dict(data.class_names)
     save_artifact(float32_copy(network, model_config), card, folder.model_dir)
     folder.write_document(document)  # last: it marks the fold complete for a resumed run
     return document
@@ -331,6 +370,7 @@ def fold_card(
     threshold = document.threshold
     return ModelCard(
         name=split.name,
+        architecture=describe_architecture(config.weights),
         config=model_config,
         threshold=threshold.threshold,
         threshold_source=f"{threshold.method}: {threshold.reason}",
@@ -360,6 +400,54 @@ def fold_card(
 
 
 # --- helpers ------------------------------------------------------------------------------
+def _pooled_features(
+    network: keras.Model,
+    data: RunData,
+    rows: dict[str, np.ndarray],
+    part: str,
+    dataset: Any,
+) -> np.ndarray:
+    """The applicability features of a part's images: the global average of
+    ``conv5_block3_out``, as the served model computes them (:mod:`model.explainer`)."""
+    if not len(rows[part]):
+        return np.zeros((0, 0))
+    if data.features is not None and APPLICABILITY_LAYER == COARSE_LAYER:
+        # Cached features of the frozen base: GAP already, or the flattened 3x5x2048 map.
+        features = data.features[rows[part]]
+        channels = data.feature_model.get_layer(APPLICABILITY_LAYER).output.shape[-1]
+        return features.reshape(len(features), -1, channels).mean(axis=1)
+    pooled = keras.layers.GlobalAveragePooling2D(name="applicability_pool")(
+        network.get_layer(APPLICABILITY_LAYER).output
+    )
+    extractor = keras.Model(network.inputs, pooled)
+    return extractor.predict(dataset(part, training=False).map(lambda x, y: x), verbose=0)
+
+
+def _feature_summary(
+    split: Split, rows: dict[str, np.ndarray], features_of: Any
+) -> FeatureSummary | None:
+    """The training images' feature summary, its cut-offs set on the validation images."""
+    if len(rows["train"]) < 3:
+        return None
+    validation = features_of("val")
+    return fit_feature_summary(
+        features_of("train"),
+        validation,
+        fitted_on=f"{split.name}: {len(rows['train'])} training images; cut-offs on "
+        f"{len(rows['val'])} validation images",
+    )
+
+
+def _image_profile(data: RunData, train_rows: np.ndarray) -> ImageProfile | None:
+    """Sizes and mean colours of the training images (for the relative pixel checks)."""
+    if data.sizes is None or not len(train_rows):
+        return None
+    colour_means = data.pixels[train_rows].reshape(len(train_rows), -1, 3).mean(axis=1)
+    return ImageProfile.from_measurements(
+        [tuple(int(v) for v in size) for size in data.sizes[train_rows]], colour_means
+    )
+
+
 def float32_copy(network: keras.Model, model_config: ModelConfig) -> keras.Model:
     """The network with float32 compute, for serving: a mixed-precision model (trained on a
     GPU) would run float16 convolutions on the app's CPU, slowly. Variables are float32 in

@@ -22,6 +22,7 @@ from app.state import ModelContext
 from model.config import CAM_LAYERS, CAM_METHODS, CAM_TARGETS, Target
 from model.overlay import COLORMAPS, DEFAULT_COLORMAP, DEFAULT_OPACITY
 from model.preprocessing import decode_image
+from model.trust import WITHHELD_LABEL, ModelTrust, assess_model
 
 if TYPE_CHECKING:  # importing it at run time would import TensorFlow
     from model.analysis import ImageAnalysis
@@ -39,10 +40,15 @@ TARGETS: dict[Target, str] = {
 
 @dataclass(frozen=True)
 class DisplaySettings:
-    """How maps are drawn (cheap: no network run when these change)."""
+    """How results are drawn (cheap: no network run when these change).
+
+    ``show_unbacked``: the research view, which shows the probabilities of a model that is
+    not shown to be better than chance (never its labels).
+    """
 
     opacity: float = DEFAULT_OPACITY
     colormap: str = DEFAULT_COLORMAP
+    show_unbacked: bool = False
 
 
 def render(context: ModelContext) -> None:
@@ -85,7 +91,8 @@ def render(context: ModelContext) -> None:
         return
     card = handle.card
     assert card is not None
-    settings, display = _controls()
+    trust = assess_model(card)
+    settings, display = _controls(trust)
     if not files:
         st.caption(
             "Upload one image to see its malignancy probability and Grad-CAM heatmap, or "
@@ -100,24 +107,48 @@ def render(context: ModelContext) -> None:
     magnifications = state.per_image_choices(state.MAGNIFICATION_CHOICES)
     cases = state.per_image_choices(state.CASE_CHOICES)
     table = results.results_table(
-        analysed, magnifications, cases, untrained=untrained, default_case=default_case
+        analysed,
+        magnifications,
+        cases,
+        untrained=untrained,
+        default_case=default_case,
+        trust=trust,
+        show_unbacked=display.show_unbacked,
     )
     if not settings.tta:
         table = table.drop(columns=["tta_mean", "tta_std"])
     uploads = {upload.file_id: upload for upload in files}
 
+    view = _View(settings, display, default_case, untrained, trust, card.labels)
+
     def details() -> None:
-        _details(uploads, analysed, magnifications, settings, display, default_case, untrained)
+        _details(uploads, analysed, magnifications, view)
 
     _summary(analysed)
     if len(analysed) == 1:  # one image: its result first, the table is secondary
         details()
         _results_table(table)
-        _cases(table, card.threshold)
+        _cases(table, card.threshold, card.labels)
     else:  # a batch: the overview first
         _results_table(table)
-        _cases(table, card.threshold)
+        _cases(table, card.threshold, card.labels)
         details()
+
+
+@dataclass(frozen=True)
+class _View:
+    """Everything the details of one result are drawn with."""
+
+    settings: AnalysisSettings
+    display: DisplaySettings
+    default_case: str
+    untrained: bool
+    trust: ModelTrust
+    labels: Mapping[int, str]
+
+    @property
+    def probabilities_meaningful(self) -> bool:
+        return self.trust.shows_labels
 
 
 # --- pieces -------------------------------------------------------------------------------
@@ -134,9 +165,21 @@ def _loading_status(handle: ModelHandle) -> None:
         st.rerun()
 
 
-def _controls() -> tuple[AnalysisSettings, DisplaySettings]:
-    """Grad-CAM and TTA settings in the sidebar."""
+def _controls(trust: ModelTrust) -> tuple[AnalysisSettings, DisplaySettings]:
+    """Grad-CAM and TTA settings in the sidebar, and the research view for a model that is
+    not shown to be better than chance."""
     with st.sidebar:
+        show_unbacked = False
+        if not trust.shows_labels:
+            st.subheader("Research view")
+            show_unbacked = st.toggle(
+                "Show probabilities that are not meaningful",
+                key="show_unbacked",
+                help="This model is not shown to be better than chance, so its "
+                "probabilities are hidden and no label is given. For research on the model "
+                "itself, this shows the probabilities (marked not meaningful); labels stay "
+                "hidden.",
+            )
         st.subheader("Grad-CAM")
         method = st.selectbox(
             "Method", list(CAM_METHODS), format_func=CAM_METHODS.__getitem__, key="cam_method"
@@ -165,7 +208,7 @@ def _controls() -> tuple[AnalysisSettings, DisplaySettings]:
             )
     return (
         AnalysisSettings(method=method, layer=layer, target=target, tta=tta),
-        DisplaySettings(opacity=opacity, colormap=colormap),
+        DisplaySettings(opacity=opacity, colormap=colormap, show_unbacked=show_unbacked),
     )
 
 
@@ -192,6 +235,19 @@ def _results_table(table: pd.DataFrame) -> None:
             "label_from_name": st.column_config.TextColumn(
                 "class in file name", help="The BreakHis ground truth the file name states"
             ),
+            "probability_basis": st.column_config.TextColumn(
+                "probability is",
+                help="calibrated on validation data, uncalibrated, or not "
+                "meaningful (the model is not shown to be better than chance)",
+            ),
+            "applicability": st.column_config.TextColumn(
+                "like training images?",
+                help="typical, unusual or unlike the training "
+                "images (a distance in the network's own feature space)",
+            ),
+            "applicability_score": st.column_config.NumberColumn(
+                "distance", format="%.2f", help="about 1 is typical of the training images"
+            ),
             "warnings": st.column_config.TextColumn("warnings", width="large"),
             "error": st.column_config.TextColumn("error", width="medium"),
         },
@@ -207,8 +263,8 @@ def _results_table(table: pd.DataFrame) -> None:
     )
 
 
-def _cases(table: pd.DataFrame, threshold: float) -> None:
-    cases = results.aggregate_cases(table, threshold)
+def _cases(table: pd.DataFrame, threshold: float, labels: Mapping[int, str]) -> None:
+    cases = results.aggregate_cases(table, threshold, labels)
     st.subheader("Cases")
     if cases.empty:
         st.caption(
@@ -230,7 +286,10 @@ def _cases(table: pd.DataFrame, threshold: float) -> None:
         },
     )
     left_out = int(((table["error"] == "") & (table["case"] == "")).sum())
-    note = f"Case label: mean probability at or above the threshold {threshold:.2f}."
+    note = (
+        f"Case label: mean probability of the labelled images at or above the threshold "
+        f'{threshold:.3g}; "{WITHHELD_LABEL}" when no image of the case has a label.'
+    )
     if left_out:
         note += (
             f" {left_out} image(s) without a case id are not included: type a case id above "
@@ -243,10 +302,7 @@ def _details(
     uploads: Mapping[str, UploadedFile],
     analysed: Sequence[ImageResult],
     magnifications: Mapping[str, str],
-    settings: AnalysisSettings,
-    display: DisplaySettings,
-    default_case: str,
-    untrained: bool,
+    view: _View,
 ) -> None:
     """The results one page of details at a time (``uploads`` by file id)."""
     st.subheader("Images")
@@ -271,10 +327,7 @@ def _details(
             uploads[result.file_id],
             result,
             results.magnification_of(result, magnifications.get(result.file_id)),
-            settings,
-            display,
-            default_case,
-            untrained,
+            view,
         )
 
 
@@ -283,15 +336,14 @@ def _image_detail(
     upload: UploadedFile,
     result: ImageResult,
     magnification: str,
-    settings: AnalysisSettings,
-    display: DisplaySettings,
-    default_case: str,
-    untrained: bool,
+    view: _View,
 ) -> None:
-    """One image (``position`` in upload order, for its number): gauge, number, label,
-    magnification (as the results table shows it), case, warnings; original, heatmap and
-    overlay side by side, drawn from the upload decoded once here; PNG download of the
-    overlay."""
+    """One image (``position`` in upload order, for its number): gauge, number, label (or
+    why there is none), magnification (as the results table shows it), case, warnings;
+    original, heatmap and overlay side by side, drawn from the upload decoded once here;
+    PNG download of the overlay."""
+    settings, display = view.settings, view.display
+    positive = view.labels.get(1, "malignant")
     with st.container(border=True, key=f"result-{position}"):
         st.markdown(f"**{position + 1}. {_escape_markdown(result.file_name)}**")
         if result.name_info is not None:
@@ -300,26 +352,48 @@ def _image_detail(
         if analysis is None:
             st.error(f"Not classified: {result.error}", icon=":material/broken_image:")
             return
+        shown = view.probabilities_meaningful or display.show_unbacked
 
         chart, facts = st.columns([2, 3], gap="medium")
         with chart:
-            st.plotly_chart(
-                components.probability_gauge(
-                    analysis.probability, analysis.threshold, analysis.label
-                ),
-                key=f"gauge-{upload.file_id}",
-                config={"displayModeBar": False, "staticPlot": True},
-            )
+            if shown:
+                st.plotly_chart(
+                    components.probability_gauge(
+                        analysis.probability, analysis.threshold, analysis.label, positive
+                    ),
+                    key=f"gauge-{upload.file_id}",
+                    config={"displayModeBar": False, "staticPlot": True},
+                )
+            else:
+                st.info(
+                    "Probability not meaningful: this model is not shown to be better than "
+                    "chance (see the evidence note above).",
+                    icon=":material/block:",
+                )
         with facts:
             probability_column, label_column = st.columns(2)
             probability_column.metric(
-                "Malignancy probability", results.format_probability(analysis.probability)
+                f"Probability ({positive})",
+                results.format_probability(analysis.probability)
+                if shown
+                else results.NOT_MEANINGFUL,
+                help=None
+                if view.probabilities_meaningful
+                else "not meaningful: shown only in the research view",
             )
             with label_column:
                 st.markdown("**Label**")
-                colour = "red" if analysis.label == "malignant" else "blue"
-                st.badge(analysis.label, color=colour)
-            if analysis.tta is not None:
+                if analysis.label is None:
+                    st.badge(WITHHELD_LABEL, color="gray", icon=":material/block:")
+                else:
+                    colour = "red" if analysis.label == positive else "blue"
+                    st.badge(analysis.label, color=colour)
+            if analysis.applicability is not None:
+                st.caption(
+                    f"Like the training images? **{analysis.applicability}** (distance "
+                    f"{analysis.applicability_score:.2f}; about 1 is typical)"
+                )
+            if analysis.tta is not None and shown:
                 tta = analysis.tta
                 st.markdown(
                     f"Test-time augmentation ({len(tta.views)} views): mean "
@@ -327,15 +401,22 @@ def _image_detail(
                     f"(range {float(tta.probabilities.min()):.3f}-"
                     f"{float(tta.probabilities.max()):.3f})"
                 )
-            _magnification_and_case(result, magnification, default_case)
-            for warning in results.result_warnings(result, untrained):
-                if warning == results.UNTRAINED_WARNING:
-                    st.error(f"**{warning.capitalize()}**", icon=":material/warning:")
+            _magnification_and_case(result, magnification, view.default_case)
+            for warning in results.result_warnings(result, view.untrained, view.trust):
+                if warning == results.UNTRAINED_WARNING or warning.startswith("WEAK MODEL"):
+                    st.error(f"**{warning[0].upper()}{warning[1:]}**", icon=":material/warning:")
+                elif warning == analysis.empty_map_message:
+                    continue  # said where the map would be
                 else:
                     st.warning(warning, icon=":material/warning:")
+            explained = (
+                "the evidence of the model's own decision (which is not shown)"
+                if analysis.label is None and settings.target == "predicted"
+                else f"{analysis.target} evidence"
+            )
             st.caption(
                 f"Map: {CAM_METHODS[settings.method]} on {settings.layer}, showing "
-                f"{analysis.target} evidence. Analysed in {result.seconds * 1000:.0f} ms."
+                f"{explained}. Analysed in {result.seconds * 1000:.0f} ms."
             )
 
         _images(upload, result, analysis, display)
@@ -345,10 +426,14 @@ def _images(
     upload: UploadedFile, result: ImageResult, analysis: ImageAnalysis, display: DisplaySettings
 ) -> None:
     """Original, heatmap and overlay, all from one decode of the upload (the analysis holds
-    no pixels); the overlay's PNG download."""
+    no pixels); the overlay's PNG download. An empty map is said, not drawn."""
     pixels = decode_image(upload.getvalue()).pixels
     original, heatmap, overlay = st.columns(3)
     original.image(pixels, caption="original", output_format="JPEG")
+    if analysis.empty_map:
+        with heatmap:
+            st.info(analysis.empty_map_message, icon=":material/blur_off:")
+        return
     heatmap.image(
         analysis.heatmap_rgb(pixels.shape[:2], display.colormap),
         caption="heatmap",

@@ -23,6 +23,15 @@ def render(context: ModelContext) -> None:
         st.caption(":material/hourglass_top: The model is still loading; this is its card.")
     source_label = "uploaded in this session" if context.uploaded else handle.label
 
+    st.subheader("Evidence level")
+    components.trust_banner(card, where="model-card")
+    st.caption(
+        "Levels (from this model's own test on patients it never saw, with the "
+        "patient-clustered bootstrap 95% CI of its AUC): *evaluated* when the CI's lower "
+        "bound is at least 0.80; *weak* when it is above 0.5; otherwise *not shown to be "
+        "better than chance*, and no label is shown. Defined in `model/trust.py`."
+    )
+
     st.subheader("Summary")
     _facts_table(components.card_facts(card, source_label))
 

@@ -22,8 +22,12 @@ SAMPLE_NAMES = (
 )
 
 
-def trained_card() -> ModelCard:
-    """A card as a finished training run writes it (numbers illustrative, not measured)."""
+def trained_card(auc_interval: tuple[float, float] = (0.85, 0.96)) -> ModelCard:
+    """A card as a finished training run writes it (numbers illustrative, not measured).
+
+    ``auc_interval`` is the served model's own patient-disjoint AUC CI, which decides its
+    evidence level (:mod:`model.trust`): the default makes it *evaluated*.
+    """
     return ModelCard(
         name="test-fixture-random-weights",
         threshold=0.5,
@@ -54,6 +58,14 @@ def trained_card() -> ModelCard:
                 patient_disjoint=False,
                 metrics={"accuracy": 0.982, "auc": 0.995, "sensitivity": 0.99},
             ),
+            "patient-fold1 (this model)": Evaluation(
+                protocol="patient",
+                description="test fixture: this model's own test split, illustrative",
+                patient_disjoint=True,
+                scope="model",
+                metrics={"accuracy": 0.86, "auc": 0.91},
+                intervals={"auc": auc_interval},
+            ),
         },
     )
 
@@ -74,6 +86,42 @@ def trained_artifact(app_network, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("runs") / "quick-20260101-000000"
     save_artifact(app_network, trained_card(), run / "model")
     return run
+
+
+def _artifact_with_card(network, card: ModelCard, folder: Path) -> Path:
+    from model.artifact import save_artifact
+
+    return save_artifact(network, card, folder / "model")
+
+
+@pytest.fixture(scope="session")
+def unproven_artifact(app_network, tmp_path_factory) -> Path:
+    """Trained, but its own patient-disjoint AUC CI includes chance: no labels anywhere."""
+    card = trained_card(auc_interval=(0.35, 0.78))
+    card.name = "app-test-no-signal"
+    return _artifact_with_card(app_network, card, tmp_path_factory.mktemp("unproven"))
+
+
+@pytest.fixture(scope="session")
+def weak_artifact(app_network, tmp_path_factory) -> Path:
+    """Better than chance, not by much: a warning on every result."""
+    card = trained_card(auc_interval=(0.61, 0.9))
+    card.name = "app-test-weak"
+    return _artifact_with_card(app_network, card, tmp_path_factory.mktemp("weak"))
+
+
+@pytest.fixture(scope="session")
+def empty_map_artifact(tmp_path_factory) -> Path:
+    """An evaluated card on a network whose logit ignores its features (zero kernel): every
+    Grad-CAM map is zero everywhere."""
+    from model.network import build_model
+
+    network = build_model(weights=None, seed=3)
+    logit = network.get_layer("logit")
+    logit.kernel.assign(logit.kernel.numpy() * 0.0)
+    card = trained_card()
+    card.name = "app-test-empty-maps"
+    return _artifact_with_card(network, card, tmp_path_factory.mktemp("empty"))
 
 
 @pytest.fixture(scope="session")

@@ -109,13 +109,14 @@ def test_model_card_page_shows_both_protocols_and_the_leak(
     metrics = app.dataframe[0].value
     assert list(metrics.columns) == [
         "patient: patient-disjoint",
+        "patient (this model): patient-disjoint",
         "paper: test patients also in training",
     ]
-    assert metrics.loc["Accuracy"].tolist() == ["85.1%", "98.2%"]
-    assert metrics.loc["AUC (ROC)"].tolist() == ["0.912", "0.995"]
+    assert metrics.loc["Accuracy"].tolist() == ["85.1%", "86.0%", "98.2%"]
+    assert metrics.loc["AUC (ROC)"].tolist() == ["0.912", "0.910", "0.995"]
     assert any("patients" in text and "overstate" in text for text in texts(app.warning))
     facts = " ".join(str(table.value) for table in app.table)
-    assert "ResNet-50" in facts and "144x96 px" in facts and "0.500" in facts
+    assert "ResNet-50" in facts and "144x96 px" in facts and "0.5 (default 0.5" in facts
 
 
 def test_uploaded_model_zip_is_used(trained_zip: Path, sample_images: dict[str, bytes]) -> None:
@@ -126,7 +127,7 @@ def test_uploaded_model_zip_is_used(trained_zip: Path, sample_images: dict[str, 
     )
     run_until_loaded(app)
     # The user is still on the onboarding page; it now points to the classifier.
-    assert "A model is loaded" in app.success[0].value
+    assert any("A model is loaded" in text for text in texts(app.success))
     [link] = app.get("page_link")
     assert link.proto.label == "Classify images"
     assert link.proto.page_script_hash == page_script_hash("classify")
@@ -289,6 +290,9 @@ def test_csv_download_matches_the_results_table(
         "case",
         "probability",
         "label",
+        "probability_basis",
+        "applicability",
+        "applicability_score",
         "warnings",
         "label_from_name",
         "error",

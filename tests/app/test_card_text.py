@@ -17,6 +17,7 @@ def test_metrics_side_by_side_patient_disjoint_first() -> None:
     table = metrics_table(trained_card())
     assert table.columns.tolist() == [
         "patient: patient-disjoint",
+        "patient (this model): patient-disjoint",
         "paper: test patients also in training",
     ]
     assert table.index.tolist() == [

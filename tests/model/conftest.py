@@ -41,8 +41,9 @@ def trained_card() -> ModelCard:
                 protocol="patient",
                 description="patient-disjoint test",
                 patient_disjoint=True,
-                metrics={"accuracy": 0.5},
-                intervals={"accuracy": (0.3, 0.7)},
+                scope="model",
+                metrics={"accuracy": 0.5, "auc": 0.9},
+                intervals={"accuracy": (0.3, 0.7), "auc": (0.85, 0.95)},
             )
         },
     )

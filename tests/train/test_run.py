@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -308,3 +309,139 @@ def test_resuming_on_another_dataset_is_refused(small_synthetic_breakhis, tmp_pa
     code = main(["--preset", "smoke", "--data", str(other), "--runs-dir", str(tmp_path / "runs")])
     assert code == 2
     assert "was started on the dataset" in capsys.readouterr().err
+
+
+# --- what the served model's card lets the app trust --------------------------------------
+def _png(pixels: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _foreign_images(rng: np.random.Generator) -> dict[str, bytes]:
+    gradient = np.tile(np.linspace(0, 255, 700), (460, 1))
+    return {
+        "noise": _png(rng.integers(0, 256, (460, 700, 3), dtype=np.uint8)),
+        "gradient": _png(np.dstack([gradient, gradient[:, ::-1], gradient]).astype(np.uint8)),
+        "blank": _png(np.full((460, 700, 3), 246, np.uint8)),
+        "1x1": _png(np.full((1, 1, 3), 200, np.uint8)),
+    }
+
+
+def test_a_learning_run_is_calibrated_and_passes_the_gate(smoke_run):
+    from model.artifact import read_card
+    from model.card import ModelCard
+    from model.trust import assess_model
+
+    card = read_card(smoke_run)
+    assert card.calibration is not None and card.calibration.method == "temperature"
+    assert "validation part of patient-fold1" in card.calibration.fitted_on
+    assert card.applicability is not None and card.training_images is not None
+    assert ModelCard.from_json(card.to_json()) == card  # calibration and summary survive
+    assert assess_model(card).level in {"evaluated", "weak"}
+    fold = json.loads((smoke_run / "patient" / "patient-fold1" / "metrics.json").read_text())
+    before = fold["metrics"]["calibration_uncalibrated"]["ece"]
+    after = fold["metrics"]["calibration"]["ece"]
+    assert after <= before + 0.05, (before, after)  # calibration must not make it worse
+    predictions = pd.read_csv(smoke_run / "patient" / "patient-fold1" / "predictions.csv")
+    assert {"logit", "raw_probability", "probability"} <= set(predictions)
+    assert card.architecture.startswith("ResNet-50 (random initial weights")
+    assert "ImageNet-pretrained" not in card.to_json()
+
+
+def test_held_out_patients_are_typical_and_foreign_images_are_flagged(smoke_run):
+    from model.analysis import Analyzer
+    from train.synthetic import render_tile
+
+    analyzer = Analyzer.from_path(smoke_run)
+    predictions = pd.read_csv(smoke_run / "patient" / "patient-fold1" / "predictions.csv")
+    test = predictions[predictions["part"] == "test"]
+    verdicts = [analyzer.analyze(Path(p).read_bytes()).applicability for p in test["path"]]
+    assert np.mean([v == "typical" for v in verdicts]) >= 0.9, verdicts
+
+    rng = np.random.default_rng(5)
+    restained = render_tile(rng, 1, stain_shift=np.array([-70.0, 45.0, -60.0]))
+    foreign = {"shifted stain": _png(restained), **_foreign_images(rng)}
+    for name, data in foreign.items():
+        result = analyzer.analyze(data)
+        assert result.applicability in {"unusual", "unlike"}, (name, result)
+    tiny = analyzer.analyze(foreign["1x1"])
+    assert tiny.label is None and "too_small" in tiny.quality
+
+
+def test_a_model_without_signal_is_not_shown_to_be_better_than_chance(synthetic_700x460, tmp_path):
+    """Labels scrambled by patient: nothing to learn. The gate must withhold every label.
+    The files get non-BreakHis names, so this is "another dataset" with 0/1 labels."""
+    from model.analysis import Analyzer
+    from model.trust import assess_model
+    from train.dataset import index_dataset
+
+    images = index_dataset(synthetic_700x460, check_images=False).images
+    rng = np.random.default_rng(11)
+    patients = sorted(images["patient"].unique())
+    labels = rng.permutation([i % 2 for i in range(len(patients))])
+    scrambled = dict(zip(patients, labels, strict=True))
+    manifest = tmp_path / "no-signal.csv"
+    (tmp_path / "images").mkdir()
+    renamed = []
+    for number, path in enumerate(images["path"]):
+        copy = tmp_path / "images" / f"tile-{number:04d}.png"
+        shutil.copyfile(path, copy)  # (a symlink would resolve to the BreakHis name)
+        renamed.append(str(copy))
+    images.assign(path=renamed, label=images["patient"].map(scrambled))[
+        ["path", "label", "patient"]
+    ].to_csv(manifest, index=False)
+    code = main(
+        [
+            "--preset",
+            "smoke",
+            "--data",
+            str(manifest),
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--name",
+            "no-signal",
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    run = tmp_path / "runs" / "no-signal"
+    analyzer = Analyzer.from_path(run)
+    assert assess_model(analyzer.card).level == "unproven"
+    assert analyzer.card.labels == {0: "negative", 1: "positive"}  # 0/1 in the CSV: no names
+    result = analyzer.analyze(Path(renamed[0]).read_bytes())
+    assert result.label is None and result.withheld
+    report = (run / "report.md").read_text()
+    assert "not BreakHis images" in report
+    assert "Abu Al-Haija & Adebanjo 2020, Table II (ResNet-50)" not in report
+
+
+@pytest.mark.slow
+def test_a_model_trained_on_the_real_sample_flags_noise_and_gradients(breakhis_sample, tmp_path):
+    from model.analysis import Analyzer
+
+    runs = tmp_path / "runs"
+    assert (
+        main(
+            [
+                "--preset",
+                "smoke",
+                "--data",
+                str(breakhis_sample),
+                "--runs-dir",
+                str(runs),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    analyzer = Analyzer.from_path(runs / "smoke")
+    foreign = _foreign_images(np.random.default_rng(8))
+    for name in ("noise", "gradient"):
+        assert analyzer.analyze(foreign[name]).applicability in {"unusual", "unlike"}, name
+    real = sorted(breakhis_sample.glob("BreaKHis_v1/**/*.png"))[:5]
+    assert all(analyzer.analyze(p.read_bytes()).quality == () for p in real)
