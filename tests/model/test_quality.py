@@ -115,3 +115,28 @@ def test_huge_image_is_subsampled_quickly() -> None:
     report = assess_quality(_decoded(pixels))
     assert time.perf_counter() - start < 1.0
     assert report.codes == ("blank",)
+
+
+def test_checks_are_relative_to_the_training_images() -> None:
+    """A model trained on 50x50 patches does not call 50x50 inputs tiny; a 1x1 image is
+    too small for any model; another stain's colours are flagged against the training
+    images' colours."""
+    from model.config import InputSpec
+    from model.quality import ImageProfile, thresholds_for
+
+    training = [_he_like(50, 50) for _ in range(20)]
+    patches = ImageProfile.from_measurements(
+        [(50, 50)] * 20, [image.reshape(-1, 3).mean(axis=0) for image in training]
+    )
+    relative = thresholds_for(InputSpec(), patches)
+    patch = _decoded(_he_like(50, 50))
+    assert "tiny" not in assess_quality(patch, relative, patches).codes
+    assert "tiny" in assess_quality(patch).codes  # against BreakHis-sized defaults
+    one_pixel = _decoded(_he_like(1, 1))
+    assert "too_small" in assess_quality(one_pixel, relative, patches).codes
+    assert "too_small" in assess_quality(one_pixel).codes
+    restained = _decoded(
+        np.clip(_he_like(50, 50).astype(int) - [0, 80, 0], 0, 255).astype(np.uint8)
+    )
+    assert "colour" in assess_quality(restained, relative, patches).codes
+    assert "colour" not in assess_quality(_decoded(_he_like(50, 50)), relative, patches).codes
