@@ -212,8 +212,8 @@ def result_warnings(
     if trust is not None and trust.level == "weak":
         warnings.append(f"WEAK MODEL: {trust.reason}; do not rely on this result")
     warnings += [f"no label: {reason}" for reason in analysis.withheld]
-    if analysis.applicability in ("unusual", "unlike"):
-        warnings.append(f"image {VERDICT_TEXT[analysis.applicability]}")
+    if analysis.applicability == "unusual":  # "unlike" is already a reason for no label
+        warnings.append(f"image {VERDICT_TEXT['unusual']}")
     if analysis.empty_map_message:
         warnings.append(analysis.empty_map_message)
     warnings += list(result.quality)
