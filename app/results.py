@@ -389,7 +389,10 @@ def aggregate_cases(
                 "mean_probability": mean,
                 "min_probability": float(probabilities.min()),
                 "max_probability": float(probabilities.max()),
-                "malignant_images": f"{int((probabilities >= threshold).sum())}/{len(group)}",
+                # Hidden (not meaningful) probabilities are not counted as below the threshold.
+                "malignant_images": ""
+                if probabilities.isna().all()
+                else f"{int((probabilities >= threshold).sum())}/{len(group)}",
                 "label": WITHHELD_LABEL
                 if math.isnan(backed_mean)
                 else label_of(backed_mean, threshold, class_names),

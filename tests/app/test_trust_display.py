@@ -59,7 +59,9 @@ def test_a_model_not_shown_to_beat_chance_gives_no_label_anywhere(
     assert table["probability_basis"].tolist() == [NOT_MEANINGFUL] * 3
     csv = results_csv(table).decode()
     assert not CLASS_WORDS.search(csv.split("\n", 1)[1].replace("malignant evidence", ""))
-    assert case_table(app)["label"].tolist() == [WITHHELD_LABEL]
+    cases = case_table(app)
+    assert cases["label"].tolist() == [WITHHELD_LABEL]
+    assert cases["malignant_images"].tolist() == [""]  # no count from hidden probabilities
     assert not app.get("plotly_chart")  # no gauge
     page = _visible_text(app)
     assert CLASS_WORDS.findall(page) == [], page
