@@ -38,6 +38,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from model.calibration import sigmoid
 from model.config import (
     APPLICABILITY_LAYER,
     CAM_LAYERS,
@@ -157,7 +158,7 @@ class Explainer:
         raw = np.asarray(cams, dtype=np.float32).reshape(len(inputs), *cams.shape[-2:])
         return Explanation(
             _normalise(raw),
-            _sigmoid(logits).astype(np.float32),
+            sigmoid(logits).astype(np.float32),
             method,
             layer,
             _target_names(signs),
@@ -182,7 +183,7 @@ class Explainer:
         logits = logits.numpy().astype(np.float64)
         return Explanation(
             _normalise(raw),
-            _sigmoid(logits).astype(np.float32),
+            sigmoid(logits).astype(np.float32),
             "gradcam",
             layer,
             _target_names(signs.numpy()),
@@ -302,10 +303,6 @@ def _is_empty(raw: np.ndarray) -> np.ndarray:
     high = raw.max(axis=axes)
     spread = high - raw.min(axis=axes)
     return (high <= EMPTY_MAP_TOLERANCE) | (spread <= EMPTY_MAP_TOLERANCE * np.abs(high))
-
-
-def _sigmoid(logits: np.ndarray) -> np.ndarray:
-    return np.exp(-np.logaddexp(0.0, -np.asarray(logits, dtype=np.float64)))
 
 
 def _target_names(signs: np.ndarray) -> tuple[str, ...]:

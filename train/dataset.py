@@ -116,7 +116,7 @@ class DatasetIndex:
         only then are BreakHis's literature numbers a comparison."""
         if self.layout != "csv":
             return True
-        return all(_is_breakhis_name(name) for name in self.images["filename"])
+        return all(is_breakhis_filename(name) for name in self.images["filename"])
 
     @property
     def mixed_patient_fraction(self) -> float | None:
@@ -269,14 +269,6 @@ def _finish(
 def _class_names(rows: list[dict[str, Any]]) -> dict[int, str]:
     names = {int(row["label"]): row["class_name"] for row in rows}
     return {label: names.get(label, CLASS_NAMES[label]) for label in (0, 1)}
-
-
-def _is_breakhis_name(name: str) -> bool:
-    try:
-        parse_breakhis_filename(name)
-    except ValueError:
-        return False
-    return True
 
 
 # --- the official archive layout and named folders ----------------------------------------
@@ -499,7 +491,7 @@ def _csv_class_names(table: pd.DataFrame, labels: pd.Series, manifest: Path) -> 
         given = {int(label): str(values[0]) for label, values in names.items()}
         return {label: given.get(label, f"class {label}") for label in (0, 1)}
     words = table["label"].str.strip().str.lower()
-    breakhis = all(_is_breakhis_name(Path(path.strip()).name) for path in table["path"])
+    breakhis = all(is_breakhis_filename(Path(path.strip()).name) for path in table["path"])
     if breakhis or words.isin(["benign", "malignant"]).any():
         return dict(CLASS_NAMES)
     return {0: "negative", 1: "positive"}
