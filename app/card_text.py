@@ -141,9 +141,58 @@ def input_description(card: ModelCard) -> str:
         '144x96 px RGB (width x height), bilinear resize, resnet50_caffe normalisation'
     """
     spec = card.config.input
+    stain = (
+        f", {spec.stain_reference.display_name} stain normalisation"
+        if spec.stain_reference is not None
+        else ""
+    )
     return (
-        f"{spec.width}x{spec.height} px RGB (width x height), {spec.interpolation} resize, "
-        f"{spec.normalisation} normalisation"
+        f"{spec.width}x{spec.height} px RGB (width x height), {spec.interpolation} resize"
+        f"{stain}, {spec.normalisation} normalisation"
+    )
+
+
+def stain_text(card: ModelCard) -> str:
+    """What the model does about stain colour, for its card page.
+
+    Example:
+        >>> stain_text(ModelCard(name="demo", software={}))[:40]
+        'None: images reach the network with the '
+    """
+    reference = card.config.input.stain_reference
+    if reference is None:
+        return (
+            "None: images reach the network with the colours they were scanned with. Images "
+            "stained or scanned unlike the training images may be misread."
+        )
+    return (
+        f"{reference.describe()}. Every image is mapped onto these reference colours before "
+        "the network sees it (in training, here and in batch scoring); an image whose stains "
+        "cannot be estimated (mostly glass, grayscale, tiny) is passed unchanged and its "
+        "result says so."
+    )
+
+
+def stain_colours(card: ModelCard) -> pd.DataFrame:
+    """The reference colours of the card's stain normaliser (empty without one).
+
+    Example:
+        >>> from dataclasses import replace
+        >>> from model.stain import default_reference
+        >>> card = ModelCard(name="demo", software={})
+        >>> card.config = replace(card.config, input=card.config.input.with_stain_reference(
+        ...     default_reference("macenko")))
+        >>> stain_colours(card)["colour"].tolist()
+        ['haematoxylin', 'eosin']
+    """
+    reference = card.config.input.stain_reference
+    colours = reference.reference_colours() if reference is not None else {}
+    return pd.DataFrame(
+        [
+            {"colour": name, "hex": "#{:02x}{:02x}{:02x}".format(*rgb), "RGB": str(rgb)}
+            for name, rgb in colours.items()
+        ],
+        columns=["colour", "hex", "RGB"],
     )
 
 

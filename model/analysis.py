@@ -32,14 +32,15 @@ from model.config import CAM_METHODS, COARSE_LAYER, CamMethod, Target, label_of
 from model.explainer import Explainer
 from model.overlay import DEFAULT_COLORMAP, DEFAULT_OPACITY, colorize, overlay, upsample_heatmap
 from model.predictor import Predictor, TTAResult
-from model.preprocessing import DecodedImage, decode_image, to_model_input
+from model.preprocessing import DecodedImage, decode_image, prepare_input
 from model.quality import assess_quality, thresholds_for
 from model.trust import TrustLevel, assess_image, assess_model
 
 
 @dataclass(frozen=True)
 class ImageAnalysis:
-    """The model's result for one image, without the image itself, and how far to trust it.
+    """The model's result for one image, without the uploaded image (at most the 144x96 copy
+    the network saw, when the contract stain-normalises), and how far to trust it.
 
     ``cam`` is at the layer's resolution (e.g. 3x5), values in [0, 1]; the drawing methods
     bring it to the size of the image they are given.
@@ -59,7 +60,13 @@ class ImageAnalysis:
             training images' (None when the card has no feature summary).
         quality, quality_warnings: what the pixel checks found (codes, and one sentence
             each), relative to the training images when the card describes them.
-        notes: what decoding did (alpha flattened, 16-bit rescaled...).
+        notes: what decoding did (alpha flattened, 16-bit rescaled...) and, when stain
+            normalisation was skipped, why.
+        stain_norm: the stain normalisation the model's contract applies (``"none"``,
+            ``"macenko"``, ``"reinhard"``); ``stain_applied`` whether it changed this image.
+        seen: what the network saw when the contract stain-normalises: the ``uint8`` image at
+            the network's input size after normalisation (``None`` without stain
+            normalisation: the network saw the resized upload).
     """
 
     probability: float
@@ -81,6 +88,9 @@ class ImageAnalysis:
     applicability_score: float | None = None
     quality: tuple[str, ...] = ()
     quality_warnings: tuple[str, ...] = ()
+    stain_norm: str = "none"
+    stain_applied: bool = False
+    seen: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def heatmap(self, size: tuple[int, int]) -> np.ndarray:
         """The map upsampled to ``size`` = (height, width), values in [0, 1]."""
@@ -170,7 +180,8 @@ class Analyzer:
         decoded = image if isinstance(image, DecodedImage) else decode_image(image)
         card = self.card
         quality = assess_quality(decoded, self.quality_thresholds, card.training_images)
-        inputs = to_model_input(decoded, card.config.input)[None]
+        prepared = prepare_input(decoded, card.config.input)
+        inputs = prepared.model_input[None]
         explanation = self.explainer.explain(inputs, method, layer, target)
         probability = float(self.predictor.probabilities_from_logits(explanation.logits)[0])
         verdict = score = None
@@ -190,7 +201,7 @@ class Analyzer:
             layer=layer,
             target=explanation.targets[0],
             tta=self.predictor.predict_tta(inputs) if tta else None,
-            notes=decoded.notes,
+            notes=decoded.notes + prepared.notes,
             raw_probability=float(explanation.probabilities[0]),
             calibrated=card.calibration is not None,
             decision=decision,
@@ -201,4 +212,7 @@ class Analyzer:
             applicability_score=score,
             quality=quality.codes,
             quality_warnings=quality.warnings,
+            stain_norm=card.config.input.stain_norm,
+            stain_applied=prepared.stain is not None and prepared.stain.applied,
+            seen=prepared.seen if prepared.stain is not None else None,
         )

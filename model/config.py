@@ -14,8 +14,10 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
+
+from model.stain import StainMethod, StainReference
 
 LABELS: dict[int, str] = {0: "benign", 1: "malignant"}
 """Label encoding of the paper: benign 0, malignant 1."""
@@ -74,6 +76,10 @@ class InputSpec:
             700x460 image is averaged, not aliased, down to 144x96.
         normalisation: ``"resnet50_caffe"``: RGB to BGR, then subtract the ImageNet BGR mean
             (no scaling), exactly ``keras.applications.resnet50.preprocess_input``.
+        stain_norm: stain normalisation of the resized image before that (:mod:`model.stain`):
+            ``"none"`` (the default, and what every model trained before it had),
+            ``"macenko"`` or ``"reinhard"``.
+        stain_reference: the reference fitted on training images (needed unless ``"none"``).
     """
 
     height: int = 96
@@ -82,11 +88,26 @@ class InputSpec:
     interpolation: Literal["bilinear", "bicubic", "lanczos", "nearest"] = "bilinear"
     normalisation: Literal["resnet50_caffe"] = "resnet50_caffe"
     channel_mean_bgr: tuple[float, float, float] = IMAGENET_BGR_MEAN
+    stain_norm: StainMethod = "none"
+    stain_reference: StainReference | None = None
+
+    def __post_init__(self) -> None:
+        if self.stain_norm not in ("none", "macenko", "reinhard"):
+            raise ValueError(f"unknown stain_norm {self.stain_norm!r}: none, macenko or reinhard")
+        reference = self.stain_reference
+        if reference is not None and reference.method != self.stain_norm:
+            raise ValueError(
+                f"stain_norm {self.stain_norm!r} with a {reference.method!r} stain reference"
+            )
 
     @property
     def shape(self) -> tuple[int, int, int]:
         """Input tensor shape without the batch axis: (height, width, channels)."""
         return (self.height, self.width, self.channels)
+
+    def with_stain_reference(self, reference: StainReference) -> InputSpec:
+        """The same contract with a fitted stain reference (its method becomes ``stain_norm``)."""
+        return replace(self, stain_norm=reference.method, stain_reference=reference)
 
 
 @dataclass(frozen=True)
@@ -118,4 +139,6 @@ class ModelConfig:
         spec = dict(data.pop("input", {}))
         if "channel_mean_bgr" in spec:
             spec["channel_mean_bgr"] = tuple(spec["channel_mean_bgr"])
+        if spec.get("stain_reference") is not None:
+            spec["stain_reference"] = StainReference.from_dict(spec["stain_reference"])
         return cls(input=InputSpec(**spec), **data)

@@ -7,11 +7,15 @@ sees differently prepared images in production than in training. The steps:
    oversized input with a typed error, apply the EXIF orientation, convert any mode to RGB.
 2. :func:`resize_to_input`: resize to the model's input size with the filter named in its
    :class:`~model.config.InputSpec` (Pillow's antialiased bilinear by default).
+2b. stain normalisation, when the spec names one (``stain_norm``): the resized image's H&E
+   colours mapped onto the reference fitted on training images (:mod:`model.stain`); an image
+   whose stains cannot be estimated passes unchanged, with a note.
 3. :func:`normalise`: ResNet-50's "caffe" normalisation (RGB->BGR, minus ImageNet mean);
    plain arithmetic, so it runs on NumPy arrays and on TensorFlow/JAX tensors alike
    (the training pipeline applies it inside ``tf.data``).
 
-:func:`preprocess` chains the three.
+:func:`prepare_input` chains 2 to 3 and says what the network saw; :func:`preprocess` chains
+them all.
 
 Example:
     >>> import io
@@ -43,6 +47,7 @@ from model.errors import (
     TruncatedImageError,
     UnsupportedImageError,
 )
+from model.stain import StainOutcome, normalise_stain
 
 DEFAULT_MAX_PIXELS = 50_000_000
 """Refuse images above 50 megapixels (a BreakHis image has 0.32): a decompression-bomb guard
@@ -198,9 +203,50 @@ def normalise(pixels: Any, spec: InputSpec) -> Any:
     return bgr - mean
 
 
+@dataclass(frozen=True)
+class PreparedInput:
+    """An image made ready for the network, with what the network saw.
+
+    Attributes:
+        model_input: ``float32`` array of ``spec.shape`` (the network input).
+        seen: the ``uint8`` RGB pixels at the network's input size that ``model_input`` was
+            normalised from (after stain normalisation, when the spec has it).
+        stain: what stain normalisation did (``None`` when the spec has none).
+    """
+
+    model_input: np.ndarray
+    seen: np.ndarray
+    stain: StainOutcome | None = None
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """Notes for the result (a skipped stain normalisation says why)."""
+        return (self.stain.note,) if self.stain is not None and self.stain.note else ()
+
+
+def stain_normalise(pixels: np.ndarray, spec: InputSpec) -> StainOutcome | None:
+    """The spec's stain normalisation of resized ``uint8`` pixels (``None`` without one)."""
+    if spec.stain_norm == "none":
+        return None
+    if spec.stain_reference is None:
+        raise ValueError(
+            f"the input contract names {spec.stain_norm} stain normalisation but carries no "
+            "fitted reference"
+        )
+    return normalise_stain(pixels, spec.stain_reference)
+
+
+def prepare_input(image: DecodedImage | np.ndarray, spec: InputSpec) -> PreparedInput:
+    """Resize, stain-normalise (when the spec says so) and normalise decoded RGB pixels."""
+    resized = resize_to_input(image, spec)
+    stain = stain_normalise(resized, spec)
+    seen = stain.pixels if stain is not None else resized
+    return PreparedInput(normalise(seen, spec), seen, stain)
+
+
 def to_model_input(image: DecodedImage | np.ndarray, spec: InputSpec) -> np.ndarray:
-    """Resize and normalise decoded RGB pixels: ``float32`` array of ``spec.shape``."""
-    return normalise(resize_to_input(image, spec), spec)
+    """:func:`prepare_input`'s network input: ``float32`` array of ``spec.shape``."""
+    return prepare_input(image, spec).model_input
 
 
 def preprocess(data: bytes, spec: InputSpec, **limits: Any) -> np.ndarray:

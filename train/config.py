@@ -64,6 +64,13 @@ class TrainConfig:
         deterministic: ask TensorFlow for deterministic ops (slower).
         calibration: post-hoc calibration of the logit fitted on the validation part
             (``temperature``, ``platt`` or ``none``; see :mod:`model.calibration`).
+        stain_norm: stain normalisation in the input contract (``none``, ``macenko``,
+            ``reinhard``; :mod:`model.stain`), its reference fitted per fold on that fold's
+            training images (:mod:`train.staining`).
+        stain_augment: the stain part of the training augmentation: ``hed`` (Tellez et al.
+            2018 HED jitter, what every run before had), ``macenko`` (jitter of each image's
+            own Macenko stain concentrations, as torchstain's augmentor) or ``none``.
+            Training-only; applies when ``augment`` is on.
     """
 
     preset: str = "paper"
@@ -87,6 +94,8 @@ class TrainConfig:
     multi_gpu: bool = False
     bootstrap: int = 1000
     calibration: str = "temperature"
+    stain_norm: str = "none"
+    stain_augment: str = "hed"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -182,6 +191,17 @@ def validate(config: TrainConfig) -> None:
     if config.calibration not in ("temperature", "platt", "none"):
         raise ValueError(
             f"calibration must be temperature, platt or none, not {config.calibration!r}"
+        )
+    if config.stain_norm not in ("none", "macenko", "reinhard"):
+        raise ValueError(f"stain_norm must be none, macenko or reinhard, not {config.stain_norm!r}")
+    if config.stain_augment not in ("hed", "macenko", "none"):
+        raise ValueError(
+            f"stain_augment must be hed, macenko or none, not {config.stain_augment!r}"
+        )
+    if config.stain_augment == "macenko" and not config.augment:
+        raise ValueError(
+            "--stain-augment macenko is a training augmentation: it needs --augment (and so "
+            "fine-tuning, not cached features: e.g. --freeze conv4 --augment)"
         )
     if config.epochs < 1 or config.batch_size < 1 or config.folds < 1:
         raise ValueError("epochs, batch_size and folds must be at least 1")

@@ -35,6 +35,7 @@ from PIL import Image
 from model.config import InputSpec
 from model.files import write_atomically
 from model.preprocessing import load_image_file, normalise, resize_to_input
+from model.stain import TISSUE_OPTICAL_DENSITY, TRANSMITTED_LIGHT
 
 logger = logging.getLogger(__name__)
 
@@ -126,18 +127,62 @@ def random_quarter_turn(
     return tf.where(chosen, cropped, images)
 
 
-AUGMENTATION = "flips, +-90 deg turns, zoom, brightness/contrast, HED stain jitter"
-"""What :func:`make_dataset` does to training batches with ``augment=True`` (for model cards)."""
+MACENKO_SIGMAS = (0.2, 0.2)
+"""Macenko augmentation: each stain's concentrations scaled by ``1 +- 0.2`` and shifted by
+``+- 0.2`` (torchstain's ``MacenkoAugmentor`` defaults)."""
 
 
-def describe_augmentation(augment: bool) -> str:
+def macenko_jitter(
+    images: tf.Tensor,
+    matrices: tf.Tensor,
+    sigmas: tuple[float, float] = MACENKO_SIGMAS,
+    seed: int | None = None,
+) -> tf.Tensor:
+    """Stain augmentation in each image's own Macenko stain basis (torchstain's augmentor,
+    as tensor operations): unmix with the image's stain vectors ``matrices`` (b, 3, 2),
+    scale and shift each stain's concentrations, re-mix. Only the change is added to the
+    optical densities, so what the two stains do not explain (the residual) is kept, and the
+    additive shift is applied to tissue only, so glass stays glass. Pixels in [0, 255]."""
+    batch = tf.shape(images)[0]
+    scale, shift = sigmas
+    alpha = tf.random.uniform((batch, 1, 1, 2), 1.0 - scale, 1.0 + scale, seed=_offset(seed, 30))
+    beta = tf.random.uniform((batch, 1, 1, 2), -shift, shift, seed=_offset(seed, 31))
+    optical_density = -tf.math.log((images + 1.0) / TRANSMITTED_LIGHT)
+    tissue = tf.cast(
+        tf.reduce_min(optical_density, axis=-1, keepdims=True) >= TISSUE_OPTICAL_DENSITY,
+        tf.float32,
+    )
+    unmix = tf.linalg.pinv(matrices)  # (b, 2, 3): least squares, as Macenko's lstsq
+    concentrations = tf.einsum("bhwc,bsc->bhws", optical_density, unmix)
+    change = concentrations * (alpha - 1.0) + beta * tissue
+    optical_density += tf.einsum("bhws,bcs->bhwc", change, matrices)
+    return tf.clip_by_value(TRANSMITTED_LIGHT * tf.exp(-optical_density) - 1.0, 0.0, 255.0)
+
+
+AUGMENTATION = "flips, +-90 deg turns, zoom, brightness/contrast"
+"""What :func:`make_dataset` does to training batches with ``augment=True`` (for model cards),
+before the stain part (:data:`STAIN_AUGMENTATION`)."""
+STAIN_AUGMENTATION = {
+    "hed": "HED stain jitter (Tellez et al. 2018, +-5%)",
+    "macenko": "Macenko stain augmentation (each image's own stain concentrations x U(0.8, "
+    "1.2) + U(-0.2, 0.2), torchstain's augmentor)",
+    "none": "",
+}
+
+
+def describe_augmentation(augment: bool, stain_augment: str = "hed") -> str:
     """The training augmentation as a model card records it.
 
     Example:
         >>> describe_augmentation(False)
         'none'
+        >>> describe_augmentation(True).endswith("HED stain jitter (Tellez et al. 2018, +-5%)")
+        True
     """
-    return AUGMENTATION if augment else "none"
+    if not augment:
+        return "none"
+    stain = STAIN_AUGMENTATION[stain_augment]
+    return f"{AUGMENTATION}, {stain}" if stain else f"{AUGMENTATION}; no stain augmentation"
 
 
 def make_augmenter(seed: int | None = None) -> keras.Sequential:
@@ -162,27 +207,51 @@ def make_dataset(
     training: bool,
     augment: bool = False,
     seed: int = 0,
+    stain_augment: str = "hed",
+    stain_matrices: np.ndarray | None = None,
 ) -> tf.data.Dataset:
     """Batches of (normalised float32 images, float32 labels).
 
     ``training=True``: shuffled every epoch, repeated forever (use ``steps_per_epoch``),
-    whole batches only, augmented when ``augment``. Otherwise: in order, one pass.
+    whole batches only, augmented when ``augment`` (its stain part by ``stain_augment``:
+    ``"hed"``, ``"none"``, or ``"macenko"`` with each image's ``stain_matrices`` (n, 3, 2)
+    from :func:`train.staining.stain_matrices`). Otherwise: in order, one pass.
     """
-    dataset = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.float32)))
+    macenko = training and augment and stain_augment == "macenko"
+    if macenko and stain_matrices is None:
+        raise ValueError("Macenko stain augmentation needs each image's stain matrix")
+    if macenko:
+        images_and_matrices = (images, np.asarray(stain_matrices, np.float32))
+        dataset = tf.data.Dataset.from_tensor_slices(
+            (images_and_matrices, labels.astype(np.float32))
+        )
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices(
+            ((images, np.zeros((len(images), 0), np.float32)), labels.astype(np.float32))
+        )
     if training:
         dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
         dataset = dataset.repeat().batch(batch_size, drop_remainder=len(images) >= batch_size)
     else:
         dataset = dataset.batch(batch_size)
-    dataset = dataset.map(lambda x, y: (tf.cast(x, tf.float32), y), tf.data.AUTOTUNE)
     if training and augment:
         augmenter = make_augmenter(seed)
+
+        def augmented(x: tf.Tensor, matrices: tf.Tensor) -> tf.Tensor:
+            x = tf.cast(x, tf.float32)
+            if stain_augment == "macenko":
+                # On the colours as scanned: the stain vectors were estimated on them.
+                x = macenko_jitter(x, matrices, seed=seed)
+            x = augmenter(random_quarter_turn(x, seed=seed), training=True)
+            # HED jitter last, as every run before stain options existed had it.
+            return hed_jitter(x, seed=seed) if stain_augment == "hed" else x
+
         dataset = dataset.map(
-            lambda x, y: (
-                hed_jitter(augmenter(random_quarter_turn(x, seed=seed), training=True), seed=seed),
-                y,
-            ),
-            num_parallel_calls=tf.data.AUTOTUNE,
+            lambda xm, y: (augmented(*xm), y), num_parallel_calls=tf.data.AUTOTUNE
+        )
+    else:
+        dataset = dataset.map(
+            lambda xm, y: (tf.cast(xm[0], tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE
         )
     dataset = dataset.map(lambda x, y: (normalise(x, spec), y), tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)

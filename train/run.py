@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     import keras
     import pandas as pd
 
-    from model.config import ModelConfig
+    from model.config import InputSpec, ModelConfig
     from train.dataset import DatasetIndex
     from train.splits import Split
     from train.trainer import RunData
@@ -81,6 +81,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="post-hoc calibration of the logit, fitted on the validation part",
     )
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument(
+        "--stain-norm",
+        choices=["none", "macenko", "reinhard"],
+        help="stain normalisation in the model's input contract (reference fitted per fold on "
+        "its training images; applied identically in training, the app and batch scoring)",
+    )
+    parser.add_argument(
+        "--stain-augment",
+        choices=["hed", "macenko", "none"],
+        help="stain augmentation during training (default hed: HED jitter; macenko: jitter of "
+        "each image's own Macenko stain concentrations)",
+    )
     parser.add_argument("--feature-cache", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument(
         "--monitor-test",
@@ -119,6 +131,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             "seed",
             "bootstrap",
             "calibration",
+            "stain_norm",
+            "stain_augment",
             "augment",
             "feature_cache",
             "monitor_test",
@@ -216,6 +230,7 @@ def run(config: TrainConfig, data: str, run_dir: Path, verbose: int | str = "aut
 def _run(config: TrainConfig, data: str, run: RunFolder, verbose: int | str) -> Path:
     # Imported here, not at the top: they import TensorFlow, and `--help` or a refused
     # configuration should answer at once.
+    from model.artifact import read_card
     from model.config import ModelConfig
     from model.network import build_model
     from train.dataset import format_summary, index_dataset
@@ -234,6 +249,7 @@ def _run(config: TrainConfig, data: str, run: RunFolder, verbose: int | str) -> 
     pixels = load_images(index.images["path"], model_config.input, cache_dir=run.cache_dir)
     features = feature_model = None
     if config.feature_cache:
+        # With stain normalisation each fold computes its own (on its normalised images).
         with strategy.scope():
             feature_model = build_model(
                 model_config,
@@ -242,9 +258,10 @@ def _run(config: TrainConfig, data: str, run: RunFolder, verbose: int | str) -> 
                 config.seed,
             )
         cache = run.features_cache(features_fingerprint(config, index.images, model_config))
-        features = compute_features(
-            feature_model, pixels, model_config, 64, cache if config.weights != "none" else None
-        )
+        if config.stain_norm == "none":
+            features = compute_features(
+                feature_model, pixels, model_config, 64, cache if config.weights != "none" else None
+            )
     data_bundle = RunData(
         index.images,
         pixels,
@@ -299,8 +316,10 @@ def _run(config: TrainConfig, data: str, run: RunFolder, verbose: int | str) -> 
         ),
     )
     model = serve_model(run, summary, index, config)
+    served_fold = run.protocol(summary.served_protocol).fold(summary.served_fold)
+    served_input = read_card(served_fold.model_dir).config.input
     summary = replace(
-        summary, saliency_check=saliency_check(model, served_split, data_bundle, model_config)
+        summary, saliency_check=saliency_check(model, served_split, data_bundle, served_input)
     )
     run.write_summary(summary)
     write_report(run.path)
@@ -351,18 +370,21 @@ SANITY_IMAGES = 8
 
 
 def saliency_check(
-    model: keras.Model, split: Split, data: RunData, model_config: ModelConfig
+    model: keras.Model, split: Split, data: RunData, spec: InputSpec
 ) -> dict[str, Any] | None:
     """The saliency sanity check (:mod:`train.sanity`) of the served network on a few of
-    its split's validation images (test images when there is no validation part)."""
-    from model.preprocessing import normalise
+    its split's validation images (test images when there is no validation part), prepared
+    by the served model's own input contract (stain normalisation included)."""
+    import numpy as np
+
+    from model.preprocessing import to_model_input
     from train.sanity import randomisation_check
 
     part = split.val if len(split.val) else split.test
     if part.empty:
         return None
     rows = data.rows(part)[:SANITY_IMAGES]
-    inputs = normalise(data.pixels[rows].astype("float32"), model_config.input)
+    inputs = np.stack([to_model_input(pixels, spec) for pixels in data.pixels[rows]])
     return randomisation_check(model, inputs)
 
 

@@ -22,7 +22,7 @@ import logging
 import math
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,7 @@ from train.pipeline import describe_augmentation, make_dataset, save_array_atomi
 from train.protocols import protocol as protocol_spec
 from train.run_folder import FoldDocument, FoldFolder
 from train.splits import Split
+from train.staining import fit_fold_reference, normalise_images, stain_matrices
 
 logger = logging.getLogger(__name__)
 
@@ -197,6 +198,9 @@ def train_fold(
     verbose: int | str = "auto",
 ) -> FoldDocument:
     """Train (or resume) one split and evaluate it; writes the fold folder."""
+    run_data, stain_note = data, None
+    if config.stain_norm != "none":
+        data, model_config, stain_note = stain_normalised_fold(config, model_config, split, data)
     checkpoints = folder.checkpoint_dir
     checkpoints.mkdir(parents=True, exist_ok=True)
     rows = {part: data.rows(split.part(part)) for part in ("train", "val", "test")}
@@ -216,19 +220,26 @@ def train_fold(
         else (lambda part: data.pixels[rows[part]])
     )
 
+    matrices: dict[str, np.ndarray] = {}
+
     def dataset(part: str, training: bool) -> tf.data.Dataset:
         if use_features:
             return _feature_dataset(
                 inputs(part), labels[part], config.batch_size, training, config.seed
             )
+        augment = config.augment and training
+        if augment and config.stain_augment == "macenko" and part not in matrices:
+            matrices[part] = stain_matrices(inputs(part), model_config.input.stain_reference)
         return make_dataset(
             inputs(part),
             labels[part],
             model_config.input,
             config.batch_size,
             training=training,
-            augment=config.augment and training,
+            augment=augment,
             seed=config.seed + initial_epoch,
+            stain_augment=config.stain_augment,
+            stain_matrices=matrices.get(part),
         )
 
     history: list[dict[str, Any]] = []
@@ -341,7 +352,8 @@ def train_fold(
     applicability = _feature_summary(
         split, rows, lambda part: _pooled_features(network, data, rows, part, dataset)
     )
-    profile = _image_profile(data, rows["train"])
+    # The pixel checks compare uploads as they arrive, before any stain normalisation.
+    profile = _image_profile(run_data, rows["train"])
 
     if use_features:
         copy_head_weights(network, data.feature_model, feature_mean, feature_scale)
@@ -357,6 +369,8 @@ def train_fold(
     )
     if data.class_names:
         card.labels = dict(data.class_names)
+    if stain_note:
+        card.training.notes += f"; {stain_note}"
     save_artifact(float32_copy(network, model_config), card, folder.model_dir)
     folder.write_document(document)  # last: it marks the fold complete for a resumed run
     return document
@@ -386,7 +400,7 @@ def fold_card(
             learning_rate=config.learning_rate,
             loss=LOSS,
             freeze=config.freeze,
-            augmentation=describe_augmentation(config.augment),
+            augmentation=describe_augmentation(config.augment, config.stain_augment),
             seed=config.seed,
             notes=f"split {split.name}: {audit.images['train']} train / "
             f"{audit.images['val']} validation / {audit.images['test']} test images",
@@ -397,6 +411,32 @@ def fold_card(
             )
         },
     )
+
+
+def stain_normalised_fold(
+    config: TrainConfig, model_config: ModelConfig, split: Split, data: RunData
+) -> tuple[RunData, ModelConfig, str]:
+    """The fold's view of the run's data with stain normalisation: a reference fitted on its
+    training images (:mod:`train.staining`), every image normalised with it, the frozen base's
+    features recomputed on the normalised images, and the input contract that carries it."""
+    train_rows = data.rows(split.train)
+    fitted = fit_fold_reference(
+        data.pixels[train_rows],
+        split.train["label"].to_numpy(),
+        split.train["patient"].astype(str).to_numpy(),
+        config.stain_norm,  # type: ignore[arg-type]
+        config.seed,
+        split.name,
+    )
+    model_config = replace(
+        model_config, input=model_config.input.with_stain_reference(fitted.reference)
+    )
+    normalised = normalise_images(data.pixels, fitted.reference)
+    features = data.features
+    if data.feature_model is not None:
+        features = compute_features(data.feature_model, normalised.pixels, model_config, 64, None)
+    note = normalised.describe(fitted.reference.display_name)
+    return replace(data, pixels=normalised.pixels, features=features), model_config, note
 
 
 # --- helpers ------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from app.state import ModelContext
 from model.config import CAM_LAYERS, CAM_METHODS, CAM_TARGETS, Target
 from model.overlay import COLORMAPS, DEFAULT_COLORMAP, DEFAULT_OPACITY
 from model.preprocessing import decode_image
+from model.stain import STAIN_METHODS
 from model.trust import WITHHELD_LABEL, ModelTrust, assess_model
 
 if TYPE_CHECKING:  # importing it at run time would import TensorFlow
@@ -407,6 +408,8 @@ def _image_detail(
                     st.error(f"**{warning[0].upper()}{warning[1:]}**", icon=":material/warning:")
                 elif warning == analysis.empty_map_message:
                     continue  # said where the map would be
+                elif analysis.seen is not None and warning.startswith("stain normalisation"):
+                    continue  # said beside what the network saw
                 else:
                     st.warning(warning, icon=":material/warning:")
             explained = (
@@ -428,6 +431,8 @@ def _images(
     """Original, heatmap and overlay, all from one decode of the upload (the analysis holds
     no pixels); the overlay's PNG download. An empty map is said, not drawn."""
     pixels = decode_image(upload.getvalue()).pixels
+    if analysis.seen is not None:
+        _network_view(analysis)
     original, heatmap, overlay = st.columns(3)
     original.image(pixels, caption="original", output_format="JPEG")
     if analysis.empty_map:
@@ -454,6 +459,37 @@ def _images(
         on_click="ignore",
         key=f"download-{upload.file_id}",
     )
+
+
+def _network_view(analysis: ImageAnalysis) -> None:
+    """What the network saw beside the stain-normalised model's input: the normalised image
+    at the network's size, or why normalisation was skipped for this image."""
+    name = STAIN_METHODS.get(analysis.stain_norm, analysis.stain_norm)
+    seen, note = st.columns([1, 2])
+    if analysis.stain_applied:
+        seen.image(
+            analysis.seen,
+            caption=f"what the network saw: {name}-normalised, "
+            f"{analysis.seen.shape[1]}x{analysis.seen.shape[0]} px",
+            output_format="PNG",
+        )
+        note.caption(
+            f"This model maps every image's stain colours onto its training reference "
+            f"({name}; see the model card) before classifying it."
+        )
+    else:
+        seen.image(
+            analysis.seen,
+            caption=f"what the network saw: not normalised, "
+            f"{analysis.seen.shape[1]}x{analysis.seen.shape[0]} px",
+            output_format="PNG",
+        )
+        skipped = next((n for n in analysis.notes if n.startswith("stain normalisation")), None)
+        note.warning(
+            f"{skipped or f'{name} stain normalisation skipped'}: this image was classified "
+            "with its own colours, unlike the normalised training images.",
+            icon=":material/palette:",
+        )
 
 
 def _magnification_and_case(result: ImageResult, magnification: str, default_case: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -38,6 +39,16 @@ def render(context: ModelContext) -> None:
     st.subheader("Evaluation")
     components.show_metrics(card)
 
+    st.subheader("Stain normalisation")
+    st.markdown(card_text.stain_text(card))
+    colours = card_text.stain_colours(card)
+    if not colours.empty:
+        swatches = np.concatenate(
+            [np.full((40, 120, 3), _rgb(code), np.uint8) for code in colours["hex"]], axis=1
+        )
+        st.image(swatches, caption="  |  ".join(colours["colour"]), output_format="PNG")
+        st.table(colours, hide_index=True, border="horizontal")
+
     st.subheader("Training")
     if not card.is_trained:
         st.error(components.UNTRAINED_BANNER, icon=":material/warning:")
@@ -65,3 +76,7 @@ def _facts_table(rows: list[tuple[str, str]]) -> None:
         hide_header=True,
         border="horizontal",
     )
+
+
+def _rgb(hex_code: str) -> tuple[int, int, int]:
+    return tuple(int(hex_code[i : i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
