@@ -35,17 +35,13 @@ from PIL import Image
 from model.config import InputSpec
 from model.files import write_atomically
 from model.preprocessing import load_image_file, normalise, resize_to_input
+from model.stain import RGB_FROM_HED as _RGB_FROM_HED
 from model.stain import TISSUE_OPTICAL_DENSITY, TRANSMITTED_LIGHT
 
 logger = logging.getLogger(__name__)
 
-# Optical densities of haematoxylin, eosin and DAB (rows), as scikit-image's rgb_from_hed
-# (Ruifrok & Johnston 2001). Jittering concentrations in this space mimics stain variation.
-RGB_FROM_HED = np.array(
-    [[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], dtype=np.float32
-)
-RGB_FROM_HED[2] = np.cross(RGB_FROM_HED[0], RGB_FROM_HED[1])
-RGB_FROM_HED /= np.linalg.norm(RGB_FROM_HED, axis=1, keepdims=True)
+# The Ruifrok & Johnston H, E, DAB optical densities (model.stain's), as float32 tensors.
+RGB_FROM_HED = _RGB_FROM_HED.astype(np.float32)
 HED_FROM_RGB = np.linalg.inv(RGB_FROM_HED).astype(np.float32)
 
 
@@ -153,7 +149,8 @@ def macenko_jitter(
         tf.float32,
     )
     unmix = tf.linalg.pinv(matrices)  # (b, 2, 3): least squares, as Macenko's lstsq
-    concentrations = tf.einsum("bhwc,bsc->bhws", optical_density, unmix)
+    # Brighter than the modelled light (> 240) is glass with no stain, not negative stain.
+    concentrations = tf.einsum("bhwc,bsc->bhws", tf.maximum(optical_density, 0.0), unmix)
     change = concentrations * (alpha - 1.0) + beta * tissue
     optical_density += tf.einsum("bhws,bcs->bhwc", change, matrices)
     return tf.clip_by_value(TRANSMITTED_LIGHT * tf.exp(-optical_density) - 1.0, 0.0, 255.0)
