@@ -279,10 +279,10 @@ def choose_reference_images(
 
     Example:
         >>> import numpy as np
-        >>> rows = choose_reference_images(np.array([0, 0, 1, 1, 1]),
-        ...                                np.array(["a", "a", "b", "c", "c"]), count=3)
-        >>> sorted(np.array(["a", "a", "b", "c", "c"])[rows].tolist())
-        ['a', 'b', 'c']
+        >>> patients = np.array(["a", "b", "c", "c", "d"])
+        >>> rows = choose_reference_images(np.array([0, 0, 1, 1, 1]), patients, count=4)
+        >>> sorted(patients[rows].tolist())  # two per class, one patient at a time
+        ['a', 'b', 'c', 'd']
     """
     rng = np.random.default_rng(seed)
     labels, patients = np.asarray(labels), np.asarray(patients).astype(str)

@@ -25,6 +25,7 @@ PURE_MODULES = (
     "model.stain",
     "train.config",
     "train.protocols",
+    "train.staining",
     "train.evaluation",
     "train.run_folder",
     "train.metrics",

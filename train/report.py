@@ -41,7 +41,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter, StrMethodFormatter
 
 from model.errors import ModelCoreError
-from model.preprocessing import load_image_file, resize_to_input
+from model.preprocessing import load_image_file, prepare_input
 from train.dataset import CLASS_NAMES, parse_breakhis_filename
 from train.metrics import calibration, mean_sd
 from train.protocols import PROTOCOLS
@@ -388,7 +388,7 @@ def plot_samples(record: RunRecord, path: Path) -> tuple[Path, int] | None:
     images = []
     for row in samples.itertuples():
         try:
-            images.append((row, resize_to_input(load_image_file(row.path), spec)))
+            images.append((row, prepare_input(load_image_file(row.path), spec).seen))
         except (OSError, ModelCoreError) as error:  # the dataset moved since the run
             logger.warning("sample %s not shown: %s", row.path, error)
     if not images:
@@ -408,9 +408,14 @@ def plot_samples(record: RunRecord, path: Path) -> tuple[Path, int] | None:
             fontsize=9,
             color="tab:red" if row.label == 1 else "tab:green",
         )
+    stain = (
+        f", {spec.stain_reference.display_name} stain-normalised"
+        if spec.stain_reference is not None
+        else ""
+    )
     figure.suptitle(
         f"Network input: images resized to {spec.width}x{spec.height} "
-        f"({spec.interpolation}), before normalisation"
+        f"({spec.interpolation}){stain}, before normalisation"
     )
     return _save(figure, path), len(images)
 
@@ -434,6 +439,13 @@ def _preset_note(record: RunRecord) -> str:
             "Initial weights: **random** (`--weights none`), not ImageNet: features of an "
             "untrained ResNet-50."
         )
+    if config.stain_norm != "none":
+        lines.append(
+            f"Stain normalisation: **{config.stain_norm}**, its reference fitted per fold on "
+            "that fold's training images (in each model's card)."
+        )
+    if config.augment and config.stain_augment != "hed":
+        lines.append(f"Stain augmentation: **{config.stain_augment}**.")
     if n_images != BREAKHIS_IMAGES:
         lines.append(
             f"The dataset has {n_images:,} images, not BreakHis's {BREAKHIS_IMAGES:,}: a "

@@ -23,7 +23,7 @@ Example:
     >>> fitted.reference.fitted_on
     'fold-1: 6 training images of 3 patients (up to 32, balanced by class, one patient at a time)'
     >>> normalised = normalise_images(pixels, fitted.reference)
-    >>> normalised.pixels.shape == pixels.shape, normalised.skipped
+    >>> normalised.pixels.shape, normalised.skipped
     ((6, 96, 144, 3), 0)
 """
 
