@@ -55,7 +55,7 @@ class FileServer:
                     return
                 self.wfile.write(route.body)
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: object) -> None:
                 pass  # keep test output clean
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

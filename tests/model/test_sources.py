@@ -184,7 +184,9 @@ def test_refused_locations_say_why(location: str, message: str) -> None:
 
 def test_accepted_locations_and_their_short_names() -> None:
     digest = "AB" * 32  # upper-case hex is accepted, kept lower-case
-    url = parse_model_location(f" https://u:pw@example.org/a/b/model%20v2.zip?sig=x#sha256={digest} ")
+    url = parse_model_location(
+        f" https://u:pw@example.org/a/b/model%20v2.zip?sig=x#sha256={digest} "
+    )
     assert (url.kind, url.sha256) == ("url", digest.lower())
     assert url.url == "https://u:pw@example.org/a/b/model%20v2.zip?sig=x"  # what is fetched
     assert url.short_name == "model v2.zip@sha256:abababababab"
