@@ -1,8 +1,9 @@
 """Entry point of the research demo: ``streamlit run app/main.py`` from the repository root.
 
 Streamlit finds the ``st.App`` below and serves the page script :mod:`app.ui` through it. The
-App's lifespan starts loading the configured model (``-- --model PATH``, ``BCD_MODEL`` or the
-newest run under ``runs/``) in a background thread as soon as the server starts, so the
+App's lifespan starts loading the configured model (``-- --model LOCATION``, ``BCD_MODEL`` or
+the newest run under ``runs/``; a URL or ``hf://`` location is fetched first, see
+:mod:`model.sources`) in a background thread as soon as the server starts, so the
 model is usually ready before the first visitor uploads an image, instead of only starting
 to load (TensorFlow import, Keras deserialisation, graph tracing: seconds, see
 docs/benchmarks.md) when the first page is opened. The server answers at once either way:

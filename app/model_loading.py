@@ -25,6 +25,7 @@ from model.card import ModelCard
 from model.config import COARSE_LAYER
 from model.errors import ArtifactError
 from model.preprocessing import DecodedImage
+from model.sources import describe_model_location, resolve_model_location
 
 if TYPE_CHECKING:  # importing these at run time would import TensorFlow
     from model.analysis import Analyzer
@@ -187,6 +188,23 @@ def load_analyzer(path: Path, timings: dict[str, float] | None = None) -> Analyz
     return _prepare(Analyzer, artifact, timings)
 
 
+def load_analyzer_from_location(
+    location: str, name: str, timings: dict[str, float] | None = None
+) -> Analyzer:
+    """Fetch a remote model (URL or Hub id, :mod:`model.sources`: once, into a cache), then
+    load it as :func:`load_analyzer` does; messages name it ``name``, not its cache path."""
+    timings = {} if timings is None else timings
+    with _Stage(timings, "fetch model"):
+        path = resolve_model_location(location)
+    prefer_lean_tensorflow()
+    with _Stage(timings, "import TensorFlow"):
+        from model.analysis import Analyzer
+        from model.artifact import load_artifact
+    with _Stage(timings, "read artifact"):
+        artifact = load_artifact(path, source=name)
+    return _prepare(Analyzer, artifact, timings)
+
+
 def load_analyzer_from_zip(
     data: bytes, source: str, timings: dict[str, float] | None = None
 ) -> Analyzer:
@@ -222,12 +240,26 @@ def warm_up(analyzer: Analyzer) -> Analyzer:
 
 
 def start_model_handle(source: ModelSource) -> ModelHandle:
-    """Read the card cheaply, then start loading the model in the background."""
+    """Read the card cheaply, then start loading the model in the background.
+
+    A remote model (URL or Hub id) is checked for syntax here and fetched in the loader
+    thread, so a download never holds up the page; it has no card to preview until then.
+    """
+    if source.path is None:
+        try:
+            name = describe_model_location(source.location)
+        except ArtifactError as error:  # a malformed location: nothing to fetch
+            return ModelHandle.failed_with(source.detail, error)
+        location = source.location
+        return ModelHandle(
+            source.detail,
+            lambda timings: load_analyzer_from_location(location, name, timings),
+        ).start()
+    path = source.path
     try:
-        preview = read_card(source.path)
+        preview = read_card(path)
     except ArtifactError as error:
         return ModelHandle.failed_with(source.detail, error)
-    path = source.path
     return ModelHandle(source.detail, lambda timings: load_analyzer(path, timings), preview).start()
 
 

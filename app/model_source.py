@@ -2,13 +2,19 @@
 
 Which model (first match wins):
 
-1. ``--model PATH`` after ``--`` on the command line
+1. ``--model LOCATION`` after ``--`` on the command line
    (``streamlit run app/main.py -- --model runs/quick``),
 2. the ``BCD_MODEL`` environment variable,
 3. the newest run folder under ``runs/`` (``BCD_RUNS_DIR`` overrides where) that
    ``python -m train.run`` wrote, i.e. one whose served model has a card
    (:func:`model.runs.find_newest_run`),
-4. otherwise none: the app shows how to get one, and accepts an artifact ``.zip`` upload.
+4. otherwise none: the app shows how to get one, and accepts an artifact ``.zip`` upload or
+   a URL / ``hf://`` id typed in the sidebar (for that session).
+
+A ``LOCATION`` is a local path, an ``https://...#sha256=<hex>`` URL or an
+``hf://owner/name[@revision][/path]`` id (:mod:`model.sources`, which fetches remote ones;
+the app does that in the loader thread). A remote model is named by its short name
+(``model.zip@sha256:1a2b3c4d5e6f``, the ``hf://`` id), never by where it is cached.
 
 Example:
     >>> source = resolve_model_source(argv=["--model", "runs/quick"], environ={})
@@ -16,6 +22,9 @@ Example:
     ('command line', 'quick')
     >>> resolve_model_source(argv=[], environ={"BCD_MODEL": "/models/a.zip"}).detail
     'BCD_MODEL=/models/a.zip'
+    >>> url = "https://example.org/m/model.zip#sha256=" + "ab" * 32
+    >>> resolve_model_source(argv=["--model", url], environ={}).detail
+    '--model model.zip@sha256:abababababab'
 """
 
 from __future__ import annotations
@@ -27,15 +36,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from model.errors import ModelLocationError
 from model.runs import CARD_FILE, MODEL_FILE, find_newest_run, is_run_with_model, served_model_dir
+from model.sources import describe_model_location, is_remote_location
 
 ENV_MODEL = "BCD_MODEL"
 ENV_RUNS_DIR = "BCD_RUNS_DIR"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RUNS_DIR = REPO_ROOT / "runs"
 
-Origin = Literal["command line", "environment", "newest run"]
-"""Where a :class:`ModelSource` was found."""
+Origin = Literal["command line", "environment", "newest run", "this session"]
+"""Where a :class:`ModelSource` was found (``"this session"``: typed in the sidebar)."""
 
 
 @dataclass(frozen=True)
@@ -43,14 +54,47 @@ class ModelSource:
     """Where the model comes from.
 
     Attributes:
-        path: an artifact folder, a run folder (holding ``model/``) or an artifact ``.zip``.
-        origin: ``"command line"``, ``"environment"`` or ``"newest run"``.
-        detail: how the user would recognise it (``"BCD_MODEL=/models/a.zip"``).
+        location: an artifact folder, a run folder (holding ``model/``), an artifact ``.zip``,
+            or a remote location (``https://...#sha256=...``, ``hf://...``).
+        origin: ``"command line"``, ``"environment"``, ``"newest run"`` or ``"this session"``.
+        detail: how the user would recognise it (``"BCD_MODEL=/models/a.zip"``; a remote
+            model by its short name only).
     """
 
-    path: Path
+    location: str
     origin: Origin
     detail: str
+
+    @property
+    def is_remote(self) -> bool:
+        """A URL or Hub id, fetched when the model loads."""
+        return is_remote_location(self.location)
+
+    @property
+    def path(self) -> Path | None:
+        """The local path; None for a remote location (its local copy is known only once it
+        has been fetched).
+
+        Example:
+            >>> ModelSource("hf://o/n", "environment", "BCD_MODEL=hf://o/n").path is None
+            True
+        """
+        return None if self.is_remote else Path(self.location).expanduser()
+
+
+def short_name(location: str) -> str:
+    """How a location is shown: a remote one by its short name (no host, query or cache
+    path), a malformed remote one as given (its loading error says what is wrong), a local
+    one as given.
+
+    Example:
+        >>> short_name("hf://bcd-lab/breakhis-resnet50@v1"), short_name("runs/quick")
+        ('hf://bcd-lab/breakhis-resnet50@v1', 'runs/quick')
+    """
+    try:
+        return describe_model_location(location)
+    except ModelLocationError:
+        return location.strip()
 
 
 def model_argument(argv: Sequence[str]) -> str | None:
@@ -112,20 +156,50 @@ def resolve_model_source(
     environ = os.environ if environ is None else environ
     argv = [] if argv is None else argv
     if (argument := model_argument(argv)) is not None:
-        return ModelSource(Path(argument).expanduser(), "command line", f"--model {argument}")
+        return ModelSource(argument, "command line", f"--model {short_name(argument)}")
     if configured := environ.get(ENV_MODEL, "").strip():
-        detail = f"{ENV_MODEL}={configured}"
-        return ModelSource(Path(configured).expanduser(), "environment", detail)
+        detail = f"{ENV_MODEL}={short_name(configured)}"
+        return ModelSource(configured, "environment", detail)
     runs_dir = runs_directory(environ) if runs_dir is None else runs_dir
     if (run := find_newest_run(runs_dir)) is not None:
-        return ModelSource(run, "newest run", f"newest run in {runs_dir}: {run.name}")
+        return ModelSource(str(run), "newest run", f"newest run in {runs_dir}: {run.name}")
     return None
+
+
+def session_model_source(text: str) -> ModelSource | None:
+    """The model a visitor typed in the sidebar: a URL or ``hf://`` id only (None when the
+    field is empty).
+
+    A path on the server is refused: a visitor could otherwise load any artifact on the
+    server's disk, and its error messages would tell which paths exist.
+
+    Raises:
+        ModelLocationError: ``text`` is not a remote location.
+
+    Example:
+        >>> session_model_source("hf://bcd-lab/breakhis-resnet50").detail
+        'chosen in this session: hf://bcd-lab/breakhis-resnet50'
+        >>> session_model_source("  ") is None
+        True
+    """
+    text = text.strip()
+    if not text:
+        return None
+    if not is_remote_location(text):
+        raise ModelLocationError(
+            f"{text!r} is not a URL or hf:// id: this field takes https://.../model.zip"
+            "#sha256=<64 hex digits> or hf://owner/name; to use a .zip from your computer, "
+            "upload it above"
+        )
+    return ModelSource(text, "this session", f"chosen in this session: {short_name(text)}")
 
 
 def artifact_fingerprint(path: Path) -> str:
     """Changes when the artifact's files change (so a re-trained model is reloaded).
 
     ``path`` is an artifact folder, a run folder (its served model counts) or a ``.zip``.
+    (A remote location needs none: its URL pins the content by checksum, and a Hub id is
+    fetched once per server; pin a commit with ``@revision`` for a model that cannot change.)
 
     Example:
         >>> import tempfile

@@ -13,7 +13,6 @@ import hashlib
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import streamlit as st
@@ -23,6 +22,7 @@ from app import model_loading, model_source, results
 from app.model_loading import ModelHandle
 from app.model_source import ModelSource, Origin
 from app.results import AnalysisSettings, ImageResult
+from model.errors import ModelLocationError
 
 _RESULTS = "bcd_results"
 _UPLOAD_DIGEST = "bcd_model_upload_digest"
@@ -37,6 +37,9 @@ class ModelContext:
     source: ModelSource | None
     handle: ModelHandle | None
     uploaded: bool = False
+    # A model typed in the sidebar that failed while the server's model works: the session
+    # keeps the server's model and the sidebar says why the other one is not used.
+    refused: ModelHandle | None = None
 
     @property
     def has_model(self) -> bool:
@@ -44,10 +47,10 @@ class ModelContext:
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def _handle_for_source(path: str, origin: Origin, detail: str, fingerprint: str) -> ModelHandle:
+def _handle_for_source(location: str, origin: Origin, detail: str, fingerprint: str) -> ModelHandle:
     # ``fingerprint`` is only part of the cache key: a re-written artifact loads afresh.
     del fingerprint
-    return model_loading.start_model_handle(ModelSource(Path(path), origin, detail))
+    return model_loading.start_model_handle(ModelSource(location, origin, detail))
 
 
 @st.cache_resource(show_spinner=False, max_entries=2)
@@ -65,13 +68,32 @@ def configured_model() -> tuple[ModelSource | None, ModelHandle | None]:
         return None, ModelHandle.failed_with("--model", error)
     if source is None:
         return None, None
-    handle = _handle_for_source(
-        str(source.path),
-        source.origin,
-        source.detail,
-        model_source.artifact_fingerprint(source.path),
+    # A remote location pins its content (checksum, or a Hub revision) and needs no files'
+    # times; a local one is reloaded when its files change.
+    fingerprint = (
+        source.location if source.path is None else model_source.artifact_fingerprint(source.path)
     )
+    handle = _handle_for_source(source.location, source.origin, source.detail, fingerprint)
     return source, handle
+
+
+def session_location_model(text: str | None) -> ModelHandle | None:
+    """The handle for a URL or ``hf://`` id typed in the sidebar (None when empty); shared by
+    every session that types the same location, and fetched once (:mod:`model.sources`)."""
+    try:
+        source = model_source.session_model_source(text or "")
+    except ModelLocationError as error:
+        return ModelHandle.failed_with("the model location typed in the sidebar", error)
+    if source is None:
+        return None
+    return _handle_for_session_location(source.location, source.detail)
+
+
+# Its own cache, apart from the server's model: visitors trying locations never evict the
+# server's loaded model, and at most two typed models are held in memory (~200 MB each).
+@st.cache_resource(show_spinner=False, max_entries=2)
+def _handle_for_session_location(location: str, detail: str) -> ModelHandle:
+    return model_loading.start_model_handle(ModelSource(location, "this session", detail))
 
 
 _SERVER_MODEL: list[ModelHandle | None] = []  # the handle preloaded at server start, if any
@@ -117,11 +139,21 @@ def uploaded_model(upload: UploadedFile | None) -> ModelHandle | None:
 def model_context(
     upload: UploadedFile | None,
     configured: tuple[ModelSource | None, ModelHandle | None] | None = None,
+    location: str | None = None,
 ) -> ModelContext:
-    """A sidebar upload takes over for this session; otherwise the configured model."""
+    """A sidebar upload takes over for this session, else a location typed in the sidebar,
+    else the configured model.
+
+    A typed location that fails does not take the session's model away: while the server's
+    model is usable, the session keeps it and the failure is shown beside the field.
+    """
     source, handle = configured_model() if configured is None else configured
     if (uploaded := uploaded_model(upload)) is not None:
         return ModelContext(source=source, handle=uploaded, uploaded=True)
+    if (chosen := session_location_model(location)) is not None:
+        if chosen.error is not None and handle is not None and handle.error is None:
+            return ModelContext(source=source, handle=handle, refused=chosen)
+        return ModelContext(source=source, handle=chosen)
     return ModelContext(source=source, handle=handle)
 
 

@@ -1,8 +1,9 @@
 """The Streamlit script of the research demo, served by :mod:`app.main` (``streamlit run
 app/main.py`` from the repository root) and run on every page view and interaction.
 
-Optional: ``streamlit run app/main.py -- --model PATH`` or ``BCD_MODEL=PATH`` to choose the
-model; otherwise the newest run under ``runs/`` is used, or the user uploads an artifact .zip
+Optional: ``streamlit run app/main.py -- --model LOCATION`` or ``BCD_MODEL=LOCATION`` to choose
+the model (a path, ``https://...#sha256=...`` or ``hf://owner/name``); otherwise the newest run
+under ``runs/`` is used, or the user uploads an artifact .zip or types a URL / ``hf://`` id
 (see :mod:`app.model_source`). With no model at all, the app opens on the *Get a model* page.
 
 Each page is a ``render(context)`` function of :mod:`app.views`; this script picks the model
@@ -46,8 +47,8 @@ def main() -> None:
     )
     configured = state.configured_model()
     with st.sidebar:
-        upload = _model_upload(expanded=configured[1] is None)
-    context = state.model_context(upload, configured)
+        upload, location = _model_choice(expanded=configured[1] is None)
+    context = state.model_context(upload, configured, location)
     with st.sidebar:
         _model_status(context)
 
@@ -94,18 +95,34 @@ def pages(context: ModelContext) -> list[st.Page]:
     return [classify_page, card_page, onboarding]
 
 
-def _model_upload(expanded: bool) -> UploadedFile | None:
-    with st.expander("Use another model (.zip)", expanded=expanded, icon=":material/upload:"):
-        return st.file_uploader(
+def _model_choice(expanded: bool) -> tuple[UploadedFile | None, str]:
+    label = "Use another model (.zip, URL or hf://)"
+    with st.expander(label, expanded=expanded, icon=":material/upload:"):
+        upload = st.file_uploader(
             "Model artifact (.zip with model.keras and model_card.json)",
             type=["zip"],
             key="model_zip",
             max_upload_size=MODEL_UPLOAD_LIMIT_MB,
-            help="Used for your session only. Make one with model.artifact.export_zip.",
+            help="Used for your session only. Make one with python -m model.publish.",
         )
+        location = st.text_input(
+            "Model from URL or hf://",
+            key="model_location",
+            placeholder="https://host/model.zip#sha256=… or hf://owner/name",
+            help="Used for your session only (an upload above wins). A URL needs the "
+            "file's #sha256= checksum; python -m model.publish prints both lines. The model "
+            "is downloaded once and loads in the background.",
+        )
+    return upload, location
 
 
 def _model_status(context: ModelContext) -> None:
+    if (refused := context.refused) is not None:
+        st.error(
+            f"**{refused.label}** could not be used: {refused.error_message} "
+            "This session keeps the server's model.",
+            icon=":material/error:",
+        )
     handle = context.handle
     if handle is None:
         st.caption(":material/block: No model loaded.")

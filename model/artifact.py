@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import tempfile
 import zipfile
 import zlib
@@ -37,7 +38,7 @@ from model.errors import (
     ArtifactIncompatibleError,
     ArtifactNotFoundError,
 )
-from model.files import file_sha256, staged_directory
+from model.files import file_sha256, staged_directory, write_atomically
 from model.runs import CARD_FILE, MODEL_FILE, is_run_with_model, served_model_dir
 
 if TYPE_CHECKING:  # Keras is imported where a network is read or written, so that reading
@@ -57,6 +58,7 @@ __all__ = [
 ]
 MAX_MODEL_BYTES = 2 * 1024**3  # a ResNet-50 artifact is ~100 MB (~220 MB with flatten pooling)
 MAX_CARD_BYTES = 10 * 1024**2
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed, so an archive's bytes depend on its files only
 
 
 @dataclass(frozen=True)
@@ -87,8 +89,12 @@ def save_artifact(model: keras.Model, card: ModelCard, directory: str | Path) ->
     return directory
 
 
-def load_artifact(path: str | Path) -> LoadedArtifact:
+def load_artifact(path: str | Path, source: str | None = None) -> LoadedArtifact:
     """Load an artifact folder (or a ``.zip`` of one, or a run folder holding ``model/``).
+
+    ``source`` names the artifact in messages and in :attr:`LoadedArtifact.source` (default:
+    the path). A model fetched by :func:`model.sources.resolve_model_location` passes its
+    short name, so that no message shows where the cache is.
 
     Raises:
         ArtifactNotFoundError: the folder or one of its two files is missing.
@@ -98,13 +104,14 @@ def load_artifact(path: str | Path) -> LoadedArtifact:
     """
     path = Path(path)
     if path.is_file() and zipfile.is_zipfile(path):
-        return load_artifact_bytes(path.read_bytes(), source=str(path))
+        return load_artifact_bytes(path.read_bytes(), source=source or str(path))
     if not path.exists():
-        raise ArtifactNotFoundError(f"model artifact not found: {path}")
-    path = _artifact_folder(path)
+        raise ArtifactNotFoundError(f"model artifact not found: {source or path}")
+    path = _artifact_folder(path, source)
+    name = source or str(path)
     if not (path / MODEL_FILE).is_file():
-        raise ArtifactNotFoundError(f"model artifact {path} is missing {MODEL_FILE}")
-    return _load((path / CARD_FILE).read_bytes(), path / MODEL_FILE, source=str(path))
+        raise ArtifactNotFoundError(f"model artifact {name} is missing {MODEL_FILE}")
+    return _load((path / CARD_FILE).read_bytes(), path / MODEL_FILE, source=name)
 
 
 def load_artifact_bytes(data: bytes, source: str = "uploaded file") -> LoadedArtifact:
@@ -125,28 +132,48 @@ def load_artifact_bytes(data: bytes, source: str = "uploaded file") -> LoadedArt
 
 
 def export_zip(directory: str | Path, destination: str | Path) -> Path:
-    """Pack an artifact folder into one ``.zip`` (for upload or sharing)."""
+    """Pack an artifact folder into one ``.zip`` (for upload or sharing).
+
+    Written atomically (an interrupted export leaves no half archive under ``destination``),
+    and byte for byte the same for the same two files: the entries carry a fixed date rather
+    than the files' times, so re-exporting an unchanged model gives the same SHA-256 and a
+    URL pinned to it stays valid.
+    """
     directory, destination = Path(directory), Path(destination)
-    with zipfile.ZipFile(destination, "w", compression=zipfile.ZIP_STORED) as archive:
-        for name in (CARD_FILE, MODEL_FILE):
-            archive.write(directory / name, arcname=name)
+
+    def write(stream: IO[bytes]) -> None:
+        with zipfile.ZipFile(stream, "w", compression=zipfile.ZIP_STORED) as archive:
+            for name in (CARD_FILE, MODEL_FILE):
+                entry = zipfile.ZipInfo(name, date_time=ZIP_DATE)
+                entry.external_attr = 0o644 << 16  # a plain file, readable by all
+                # The size up front lets zipfile choose Zip64 for a file over 2 GiB while
+                # streaming it.
+                entry.file_size = (directory / name).stat().st_size
+                with (directory / name).open("rb") as source, archive.open(entry, "w") as out:
+                    shutil.copyfileobj(source, out, 1 << 20)
+
+    for name in (CARD_FILE, MODEL_FILE):  # before anything is written
+        if not (directory / name).is_file():
+            raise ArtifactNotFoundError(f"model artifact {directory} is missing {name}")
+    write_atomically(destination, write)
     return destination
 
 
-def read_card(path: str | Path) -> ModelCard:
+def read_card(path: str | Path, source: str | None = None) -> ModelCard:
     """Read only the card of an artifact (folder, run folder or ``.zip``): cheap, no Keras.
 
-    The same checks and messages as :func:`load_artifact` for the card itself; the weights
-    are checked only when the model is loaded.
+    The same checks and messages as :func:`load_artifact` for the card itself (``source``
+    names the artifact in them, as there); the weights are checked only when the model is
+    loaded.
     """
     path = Path(path)
     if path.is_file() and zipfile.is_zipfile(path):
         with path.open("rb") as handle:
-            return read_card_from_zip(handle, str(path))
+            return read_card_from_zip(handle, source or str(path))
     if not path.exists():
-        raise ArtifactNotFoundError(f"model artifact not found: {path}")
-    folder = _artifact_folder(path)
-    return _parse_card((folder / CARD_FILE).read_bytes(), str(folder))
+        raise ArtifactNotFoundError(f"model artifact not found: {source or path}")
+    folder = _artifact_folder(path, source)
+    return _parse_card((folder / CARD_FILE).read_bytes(), source or str(folder))
 
 
 def read_card_from_zip(archive_file: bytes | IO[bytes], source: str = "uploaded file") -> ModelCard:
@@ -163,17 +190,17 @@ def read_card_from_zip(archive_file: bytes | IO[bytes], source: str = "uploaded 
 
 
 # --- helpers ------------------------------------------------------------------------------
-def _artifact_folder(path: Path) -> Path:
+def _artifact_folder(path: Path, source: str | None = None) -> Path:
     """The folder holding the card: ``path`` itself or a run folder's ``model/``."""
     if path.is_dir() and not (path / CARD_FILE).exists() and is_run_with_model(path):
         return served_model_dir(path)  # a run folder written by `python -m train.run`
     if not path.is_dir():
         raise ArtifactNotFoundError(
-            f"{path} is not a model artifact: expected a folder with {MODEL_FILE} and "
-            f"{CARD_FILE}, a run folder holding model/, or a .zip of an artifact"
+            f"{source or path} is not a model artifact: expected a folder with {MODEL_FILE} "
+            f"and {CARD_FILE}, a run folder holding model/, or a .zip of an artifact"
         )
     if not (path / CARD_FILE).is_file():
-        raise ArtifactNotFoundError(f"model artifact {path} is missing {CARD_FILE}")
+        raise ArtifactNotFoundError(f"model artifact {source or path} is missing {CARD_FILE}")
     return path
 
 

@@ -57,5 +57,33 @@ class ArtifactIncompatibleError(ArtifactError, ValueError):
     """The artifact is readable but was written for another schema or architecture."""
 
 
+# --- where a model comes from (model.sources) ----------------------------------------------
+class ModelSourceError(ArtifactError):
+    """A model location (a URL or a Hugging Face Hub id) could not be turned into a local
+    artifact. An :class:`ArtifactError`, so every place that shows artifact errors shows these."""
+
+
+class ModelLocationError(ModelSourceError, ValueError):
+    """The location itself is refused: unknown scheme, plain http to another host, no or a
+    malformed ``#sha256=``, or a malformed ``hf://`` id."""
+
+
+class ModelDownloadError(ModelSourceError, OSError):
+    """The download failed: network error, HTTP error, or a transfer cut short."""
+
+
+class RemoteModelNotFoundError(ModelDownloadError):
+    """The server or the Hub says there is no such file (HTTP 404, unknown repository,
+    revision or file), or it is not in the local cache while offline."""
+
+
+class ModelChecksumError(ModelSourceError, ValueError):
+    """The downloaded file's SHA-256 is not the pinned one (nothing is kept)."""
+
+
+class PublishError(ModelCoreError, RuntimeError):
+    """A model could not be published (``python -m model.publish``)."""
+
+
 class LayerNotFoundError(ModelCoreError, ValueError):
     """A Grad-CAM target layer name is not part of the network."""

@@ -17,6 +17,8 @@ PURE_MODULES = (
     "model.breakhis",
     "model.files",
     "model.runs",
+    "model.sources",
+    "model.publish",
     "model.overlay",
     "model.quality",
     "model.calibration",

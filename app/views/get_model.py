@@ -68,15 +68,14 @@ def render(context: ModelContext, classify_page: st.Page | None = None) -> None:
     st.subheader("3. Or point the app at a model")
     st.code(
         "BCD_MODEL=runs/<name> streamlit run app/main.py\n"
-        "streamlit run app/main.py -- --model runs/<name>    # same, as an argument",
+        "streamlit run app/main.py -- --model runs/<name>    # same, as an argument\n"
+        "streamlit run app/main.py -- --model 'https://host/model.zip#sha256=<hex>'\n"
+        "streamlit run app/main.py -- --model hf://owner/name",
         language="bash",
     )
     st.markdown(
-        "Or **upload an artifact `.zip`** in the sidebar (*Use another model*). Make one "
-        "from a run with:"
+        "Or, for this session, **upload an artifact `.zip`** or type a **URL or `hf://` "
+        "id** in the sidebar (*Use another model*). A colleague's model comes as such a "
+        "line; make a shareable `.zip` of a run (and the lines to share) with:"
     )
-    st.code(
-        'python -c "from model.artifact import export_zip; '
-        "export_zip('runs/<name>/model', 'model.zip')\"",
-        language="bash",
-    )
+    st.code("python -m model.publish runs/<name> --out model.zip", language="bash")

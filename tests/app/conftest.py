@@ -161,11 +161,13 @@ def bad_card_artifact(tmp_path_factory) -> Path:
 
 @pytest.fixture(autouse=True)
 def isolated_model_environment(monkeypatch, tmp_path) -> Path:
-    """No model configured and an empty runs folder, unless a test sets one."""
+    """No model configured, an empty runs folder and an empty download cache, unless a test
+    sets one."""
     runs = tmp_path / "runs"
     runs.mkdir()
     monkeypatch.delenv("BCD_MODEL", raising=False)
     monkeypatch.setenv("BCD_RUNS_DIR", str(runs))
+    monkeypatch.setenv("BCD_CACHE_DIR", str(tmp_path / "bcd-cache"))
     return runs
 
 

@@ -8,11 +8,12 @@ import pytest
 
 from app.model_loading import model_status, start_model_handle
 from app.model_source import ModelSource
-from model.errors import ArtifactNotFoundError
+from model.errors import ArtifactNotFoundError, ModelLocationError, RemoteModelNotFoundError
+from tests.http_server import FileServer
 
 
 def test_failed_handle_reports_a_readable_message(tmp_path: Path) -> None:
-    source = ModelSource(tmp_path / "missing", "environment", "BCD_MODEL=x")
+    source = ModelSource(str(tmp_path / "missing"), "environment", "BCD_MODEL=x")
     handle = start_model_handle(source)
     assert not handle.loading and not handle.ready
     assert "model artifact not found" in handle.error_message
@@ -28,7 +29,7 @@ def test_failed_handle_reports_a_readable_message(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_model_status_follows_a_real_load(trained_artifact: Path) -> None:
-    source = ModelSource(trained_artifact, "environment", "BCD_MODEL=x")
+    source = ModelSource(str(trained_artifact), "environment", "BCD_MODEL=x")
     handle = start_model_handle(source)
     early = model_status(handle)
     # the card is read before loading starts, so the model is named while it loads
@@ -45,3 +46,27 @@ def test_model_status_follows_a_real_load(trained_artifact: Path) -> None:
         "trace Grad-CAM",
     }
     assert model_status(None)["state"] == "none"
+
+
+def test_a_malformed_remote_location_fails_at_once() -> None:
+    source = ModelSource("https://example.org/model.zip", "environment", "BCD_MODEL=x")
+    handle = start_model_handle(source)
+    assert not handle.loading and handle.started is None  # nothing was fetched
+    with pytest.raises(ModelLocationError):
+        handle.wait(timeout=1)
+    assert "has no pinned checksum: add #sha256=" in handle.error_message
+
+
+def test_a_remote_model_is_fetched_in_the_background_and_its_failure_reported() -> None:
+    with FileServer() as server:
+        url = f"{server.url}/gone/model.zip#sha256={'c' * 64}"
+        handle = start_model_handle(ModelSource(url, "command line", "--model model.zip@..."))
+        assert handle.started is not None and handle.card is None  # no card before the fetch
+        with pytest.raises(RemoteModelNotFoundError):
+            handle.wait(timeout=30)
+    assert server.requests == ["/gone/model.zip"]
+    assert handle.error_message.startswith(
+        f"model.zip@sha256:cccccccccccc: {server.url}/gone/model.zip answered HTTP 404"
+    )
+    assert set(handle.timings) == {"fetch model"}  # failed before TensorFlow was imported
+    assert model_status(handle)["state"] == "failed"

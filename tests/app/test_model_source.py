@@ -7,8 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from app.model_source import artifact_fingerprint, model_argument, resolve_model_source
+from app.model_source import (
+    artifact_fingerprint,
+    model_argument,
+    resolve_model_source,
+    session_model_source,
+)
 from model.card import ModelCard
+from model.errors import ModelLocationError
+
+DIGEST = "0123456789abcdef" * 4
 
 
 def _fake_run(runs: Path, name: str, mtime: int) -> Path:
@@ -62,3 +70,28 @@ def test_a_bare_model_flag_is_a_clear_error_not_an_exit() -> None:
     with pytest.raises(ValueError, match="--model needs a path"):
         resolve_model_source(["--model"], {})
     assert model_argument(["--model=runs/a", "--other"]) == "runs/a"
+
+
+def test_a_remote_model_is_named_by_its_short_name_only(tmp_path: Path) -> None:
+    url = f"https://models.example.org/team/v3/model.zip?X-Token=SECRET#sha256={DIGEST}"
+    from_cli = resolve_model_source(["--model", url], {})
+    assert from_cli.detail == "--model model.zip@sha256:0123456789ab"
+    assert (from_cli.is_remote, from_cli.path, from_cli.location) == (True, None, url)
+    from_env = resolve_model_source([], {"BCD_MODEL": "hf://bcd-lab/breakhis-resnet50@v1"})
+    assert from_env.detail == "BCD_MODEL=hf://bcd-lab/breakhis-resnet50@v1"
+    assert from_env.origin == "environment"
+    # A malformed one is shown as given; its loading error says what is wrong with it.
+    broken = resolve_model_source([], {"BCD_MODEL": "https://example.org/model.zip"})
+    assert broken.detail == "BCD_MODEL=https://example.org/model.zip"
+    local = resolve_model_source([], {"BCD_MODEL": str(tmp_path)})
+    assert (local.is_remote, local.path) == (False, tmp_path)
+
+
+def test_the_sidebar_field_takes_remote_locations_only() -> None:
+    assert session_model_source("") is None
+    chosen = session_model_source(f" https://example.org/model.zip#sha256={DIGEST} ")
+    assert chosen.origin == "this session"
+    assert chosen.detail == "chosen in this session: model.zip@sha256:0123456789ab"
+    # A server path would let any visitor load (or probe for) files on the server.
+    with pytest.raises(ModelLocationError, match="is not a URL or hf:// id: this field takes"):
+        session_model_source("/srv/models/secret-run")

@@ -222,3 +222,32 @@ def test_zip_members_are_size_checked_before_unpacking(artifact_dir, tmp_path, m
     monkeypatch.setattr(artifact, "MAX_MODEL_BYTES", 1024)  # a limit, not a stand-in
     with pytest.raises(ArtifactCorruptError, match="would unpack to"):
         load_artifact_bytes(bundle.read_bytes())
+
+
+def test_an_exported_zip_depends_on_the_artifact_only(artifact_dir, tmp_path):
+    # A pinned URL (#sha256=) stays valid when an unchanged model is exported again, even
+    # after its files were touched (the entries carry a fixed date, not the files' times).
+    first = export_zip(artifact_dir, tmp_path / "first.zip")
+    copy = shutil.copytree(artifact_dir, tmp_path / "copy")  # new file times
+    second = export_zip(copy, tmp_path / "second.zip")
+    assert first.read_bytes() == second.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy", "first.zip", "second.zip"]
+    with zipfile.ZipFile(first) as archive:
+        assert archive.namelist() == [CARD_FILE, MODEL_FILE]
+        assert archive.read(MODEL_FILE) == (artifact_dir / MODEL_FILE).read_bytes()
+    (copy / MODEL_FILE).unlink()
+    with pytest.raises(ArtifactNotFoundError, match=r"missing model\.keras"):
+        export_zip(copy, tmp_path / "none.zip")
+    assert not (tmp_path / "none.zip").exists()
+
+
+def test_a_display_name_replaces_the_path_in_messages(artifact_copy, tmp_path):
+    (artifact_copy / MODEL_FILE).write_bytes(b"PK\x03\x04 damaged")
+    bundle = export_zip(artifact_copy, tmp_path / "cached.zip")
+    for path in (artifact_copy, bundle):
+        with pytest.raises(ArtifactCorruptError) as raised:
+            load_artifact(path, source="hf://bcd-lab/model")
+        assert "model.keras in hf://bcd-lab/model does not match the checksum" in str(raised.value)
+        assert str(tmp_path) not in str(raised.value)
+    with pytest.raises(ArtifactNotFoundError, match=r"^model artifact not found: hf://x$"):
+        read_card(tmp_path / "gone", source="hf://x")
