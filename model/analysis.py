@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,7 +43,8 @@ class ImageAnalysis:
     """The model's result for one image, without the image itself, and how far to trust it.
 
     ``cam`` is at the layer's resolution (e.g. 3x5), values in [0, 1]; the drawing methods
-    bring it to the size of the image they are given.
+    bring it to the size of the image they are given. It is None when no map was asked for
+    (:meth:`Analyzer.analyze_many` with ``explain=False``); ``empty_map`` is then False.
 
     Attributes:
         probability: the malignancy probability the model serves (calibrated when its card
@@ -65,7 +67,7 @@ class ImageAnalysis:
     probability: float
     label: str | None
     threshold: float
-    cam: np.ndarray
+    cam: np.ndarray | None
     method: CamMethod
     layer: str
     target: str
@@ -84,7 +86,7 @@ class ImageAnalysis:
 
     def heatmap(self, size: tuple[int, int]) -> np.ndarray:
         """The map upsampled to ``size`` = (height, width), values in [0, 1]."""
-        return upsample_heatmap(self.cam, size)
+        return upsample_heatmap(self._map(), size)
 
     def heatmap_rgb(self, size: tuple[int, int], colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
         """The upsampled map as a colour image (uint8)."""
@@ -97,7 +99,12 @@ class ImageAnalysis:
         colormap: str = DEFAULT_COLORMAP,
     ) -> np.ndarray:
         """The map blended over ``pixels`` (the analysed image, uint8 RGB), at their size."""
-        return overlay(pixels, self.cam, opacity, colormap)
+        return overlay(pixels, self._map(), opacity, colormap)
+
+    def _map(self) -> np.ndarray:
+        if self.cam is None:
+            raise ValueError("this result has no map: it was analysed with explain=False")
+        return self.cam
 
     @property
     def empty_map_message(self) -> str | None:
@@ -162,43 +169,107 @@ class Analyzer:
         target: Target = "predicted",
         tta: bool = False,
     ) -> ImageAnalysis:
-        """Decode (when given bytes), check, classify and explain one image.
+        """Decode (when given bytes), check, classify and explain one image:
+        :meth:`analyze_many` on a batch of one, so the app and batch scoring share one path.
 
         Raises the :class:`~model.errors.ImageError` subclasses of
         :func:`~model.preprocessing.decode_image` for bad input.
         """
-        decoded = image if isinstance(image, DecodedImage) else decode_image(image)
+        return self.analyze_many([image], method, layer, target, tta)[0]
+
+    def analyze_many(
+        self,
+        images: Sequence[bytes | DecodedImage],
+        method: CamMethod = "gradcam",
+        layer: str = COARSE_LAYER,
+        target: Target = "predicted",
+        tta: bool = False,
+        explain: bool = True,
+    ) -> list[ImageAnalysis]:
+        """:meth:`analyze` for several images, with one network call per
+        ``predictor.batch_size`` images (the batch CLI, :mod:`model.batch`).
+
+        ``explain=False`` skips the map: the probability, applicability features and checks
+        come from the forward pass alone (no gradient), and each result's ``cam`` is None.
+        The first bad image raises (decode them beforehand to keep going past bad files).
+
+        Example:
+            >>> results = analyzer.analyze_many([image_a, image_b], explain=False)
+            >>> [result.cam is None for result in results]
+            [True, True]
+        """
+        decoded = [
+            image if isinstance(image, DecodedImage) else decode_image(image) for image in images
+        ]
+        results: list[ImageAnalysis] = []
+        step = self.predictor.batch_size
+        for start in range(0, len(decoded), step):
+            results += self._analyze_batch(
+                decoded[start : start + step], method, layer, target, tta, explain
+            )
+        return results
+
+    def _analyze_batch(
+        self,
+        decoded: Sequence[DecodedImage],
+        method: CamMethod,
+        layer: str,
+        target: Target,
+        tta: bool,
+        explain: bool,
+    ) -> list[ImageAnalysis]:
         card = self.card
-        quality = assess_quality(decoded, self.quality_thresholds, card.training_images)
-        inputs = to_model_input(decoded, card.config.input)[None]
-        explanation = self.explainer.explain(inputs, method, layer, target)
-        probability = float(self.predictor.probabilities_from_logits(explanation.logits)[0])
-        verdict = score = None
-        if card.applicability is not None and explanation.features is not None:
-            score = float(card.applicability.scores(explanation.features)[0])
-            verdict = card.applicability.verdict(score)
-            if "too_small" in quality.codes:
-                verdict = "unlike"  # no training image was anything like that small
-        image_trust = assess_image(self.trust, verdict, quality.codes)
-        decision = label_of(probability, card.threshold, card.labels)
-        return ImageAnalysis(
-            probability=probability,
-            label=decision if image_trust.shows_label else None,
-            threshold=card.threshold,
-            cam=explanation.heatmaps[0],
-            method=method,
-            layer=layer,
-            target=explanation.targets[0],
-            tta=self.predictor.predict_tta(inputs) if tta else None,
-            notes=decoded.notes,
-            raw_probability=float(explanation.probabilities[0]),
-            calibrated=card.calibration is not None,
-            decision=decision,
-            trust=self.trust.level,
-            withheld=image_trust.reasons,
-            empty_map=bool(explanation.empty[0]) if explanation.empty is not None else False,
-            applicability=verdict,
-            applicability_score=score,
-            quality=quality.codes,
-            quality_warnings=quality.warnings,
+        qualities = [
+            assess_quality(image, self.quality_thresholds, card.training_images)
+            for image in decoded
+        ]
+        inputs = np.stack([to_model_input(image, card.config.input) for image in decoded])
+        explanation = (
+            self.explainer.explain(inputs, method, layer, target)
+            if explain
+            else self.explainer.forward(inputs, target)
         )
+        probabilities = self.predictor.probabilities_from_logits(explanation.logits)
+        scores = None
+        if card.applicability is not None and explanation.features is not None:
+            scores = card.applicability.scores(explanation.features)
+        tta_result = self.predictor.predict_tta(inputs) if tta else None
+        results = []
+        for index, (image, quality) in enumerate(zip(decoded, qualities, strict=True)):
+            probability = float(probabilities[index])
+            verdict = score = None
+            if scores is not None:
+                score = float(scores[index])
+                verdict = card.applicability.verdict(score)
+                if "too_small" in quality.codes:
+                    verdict = "unlike"  # no training image was anything like that small
+            image_trust = assess_image(self.trust, verdict, quality.codes)
+            decision = label_of(probability, card.threshold, card.labels)
+            results.append(
+                ImageAnalysis(
+                    probability=probability,
+                    label=decision if image_trust.shows_label else None,
+                    threshold=card.threshold,
+                    cam=explanation.heatmaps[index] if explanation.heatmaps is not None else None,
+                    method=method,
+                    layer=layer,
+                    target=explanation.targets[index],
+                    tta=None
+                    if tta_result is None
+                    else TTAResult(tta_result.probabilities[index : index + 1], tta_result.views),
+                    notes=image.notes,
+                    raw_probability=float(explanation.probabilities[index]),
+                    calibrated=card.calibration is not None,
+                    decision=decision,
+                    trust=self.trust.level,
+                    withheld=image_trust.reasons,
+                    empty_map=bool(explanation.empty[index])
+                    if explanation.empty is not None
+                    else False,
+                    applicability=verdict,
+                    applicability_score=score,
+                    quality=quality.codes,
+                    quality_warnings=quality.warnings,
+                )
+            )
+        return results

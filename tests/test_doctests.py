@@ -22,6 +22,7 @@ PURE_MODULES = (
     "model.calibration",
     "model.applicability",
     "model.trust",
+    "model.tables",
     "train.config",
     "train.protocols",
     "train.evaluation",
