@@ -37,17 +37,17 @@ from model.tables import (
     UNKNOWN_MAGNIFICATION,
     case_id,
     magnification_label,
+    probability_basis,
     spreadsheet_safe,
 )
-from model.tables import aggregate_cases as aggregate_cases  # re-exported: the pages use it here
+from model.tables import NOT_MEANINGFUL as NOT_MEANINGFUL  # re-exported: the pages use these
+from model.tables import aggregate_cases as aggregate_cases
 from model.trust import WITHHELD_LABEL, ModelTrust
 
 if TYPE_CHECKING:  # importing these at run time would import TensorFlow
     from model.analysis import Analyzer, ImageAnalysis
 
 UNTRAINED_WARNING = "untrained model: meaningless output"
-NOT_MEANINGFUL = "not meaningful"
-"""The probability basis of a model that is not shown to be better than chance."""
 MAGNIFICATION_CHOICES = (UNKNOWN_MAGNIFICATION, *MAGNIFICATIONS)
 
 
@@ -282,8 +282,7 @@ def results_table(
         hidden = analysis is None or not (meaningful or show_unbacked)
         basis = ""
         if analysis is not None:
-            basis = "calibrated" if analysis.calibrated else "uncalibrated"
-            basis = basis if meaningful else NOT_MEANINGFUL
+            basis = probability_basis(analysis.calibrated, meaningful)
         rows.append(
             {
                 "file": result.file_name,

@@ -34,7 +34,7 @@ from model.explainer import Explainer
 from model.overlay import DEFAULT_COLORMAP, DEFAULT_OPACITY, colorize, overlay, upsample_heatmap
 from model.predictor import Predictor, TTAResult
 from model.preprocessing import DecodedImage, decode_image, to_model_input
-from model.quality import assess_quality, thresholds_for
+from model.quality import QualityReport, assess_quality, thresholds_for
 from model.trust import TrustLevel, assess_image, assess_model
 
 
@@ -125,6 +125,16 @@ class ImageAnalysis:
         )
 
 
+@dataclass(frozen=True)
+class PreparedImage:
+    """An image ready for the network: the decoded pixels, their checks and the network
+    input (:meth:`Analyzer.prepare`, the part of an analysis before the network)."""
+
+    image: DecodedImage
+    quality: QualityReport
+    inputs: np.ndarray
+
+
 class Analyzer:
     """Probability + class-activation map for images, from one loaded model artifact.
 
@@ -179,39 +189,57 @@ class Analyzer:
 
     def analyze_many(
         self,
-        images: Sequence[bytes | DecodedImage],
+        images: Sequence[bytes | DecodedImage | PreparedImage],
         method: CamMethod = "gradcam",
         layer: str = COARSE_LAYER,
         target: Target = "predicted",
         tta: bool = False,
         explain: bool = True,
+        batch_size: int | None = None,
     ) -> list[ImageAnalysis]:
-        """:meth:`analyze` for several images, with one network call per
-        ``predictor.batch_size`` images (the batch CLI, :mod:`model.batch`).
+        """:meth:`analyze` for several images, with one network call per ``batch_size``
+        images (default ``predictor.batch_size``); the batch CLI (:mod:`model.batch`) runs it.
 
         ``explain=False`` skips the map: the probability, applicability features and checks
         come from the forward pass alone (no gradient), and each result's ``cam`` is None.
-        The first bad image raises (decode them beforehand to keep going past bad files).
+        Images may come :meth:`prepare`-d (the batch CLI prepares the next batch in threads
+        while the network scores this one). The first bad image raises (decode them
+        beforehand to keep going past bad files).
 
         Example:
             >>> results = analyzer.analyze_many([image_a, image_b], explain=False)
             >>> [result.cam is None for result in results]
             [True, True]
         """
-        decoded = [
-            image if isinstance(image, DecodedImage) else decode_image(image) for image in images
-        ]
+        prepared = [self.prepare(image) for image in images]
         results: list[ImageAnalysis] = []
-        step = self.predictor.batch_size
-        for start in range(0, len(decoded), step):
+        step = max(1, batch_size or self.predictor.batch_size)
+        for start in range(0, len(prepared), step):
             results += self._analyze_batch(
-                decoded[start : start + step], method, layer, target, tta, explain
+                prepared[start : start + step], method, layer, target, tta, explain
             )
         return results
 
+    def prepare(self, image: bytes | DecodedImage | PreparedImage) -> PreparedImage:
+        """Decode (when given bytes), check the pixels and make the network input: the
+        per-image work before the network, safe to run in several threads at once.
+
+        Raises the :class:`~model.errors.ImageError` subclasses of
+        :func:`~model.preprocessing.decode_image` for bad input.
+        """
+        if isinstance(image, PreparedImage):
+            return image
+        decoded = image if isinstance(image, DecodedImage) else decode_image(image)
+        card = self.card
+        return PreparedImage(
+            image=decoded,
+            quality=assess_quality(decoded, self.quality_thresholds, card.training_images),
+            inputs=to_model_input(decoded, card.config.input),
+        )
+
     def _analyze_batch(
         self,
-        decoded: Sequence[DecodedImage],
+        prepared: Sequence[PreparedImage],
         method: CamMethod,
         layer: str,
         target: Target,
@@ -219,11 +247,7 @@ class Analyzer:
         explain: bool,
     ) -> list[ImageAnalysis]:
         card = self.card
-        qualities = [
-            assess_quality(image, self.quality_thresholds, card.training_images)
-            for image in decoded
-        ]
-        inputs = np.stack([to_model_input(image, card.config.input) for image in decoded])
+        inputs = np.stack([entry.inputs for entry in prepared])
         explanation = (
             self.explainer.explain(inputs, method, layer, target)
             if explain
@@ -235,7 +259,8 @@ class Analyzer:
             scores = card.applicability.scores(explanation.features)
         tta_result = self.predictor.predict_tta(inputs) if tta else None
         results = []
-        for index, (image, quality) in enumerate(zip(decoded, qualities, strict=True)):
+        for index, entry in enumerate(prepared):
+            quality = entry.quality
             probability = float(probabilities[index])
             verdict = score = None
             if scores is not None:
@@ -257,7 +282,7 @@ class Analyzer:
                     tta=None
                     if tta_result is None
                     else TTAResult(tta_result.probabilities[index : index + 1], tta_result.views),
-                    notes=image.notes,
+                    notes=entry.image.notes,
                     raw_probability=float(explanation.probabilities[index]),
                     calibrated=card.calibration is not None,
                     decision=decision,

@@ -30,6 +30,8 @@ from model.trust import WITHHELD_LABEL
 
 UNKNOWN_MAGNIFICATION = "unknown"
 MAGNIFICATIONS = tuple(f"{power}X" for power in MAGNIFICATION_POWERS)  # "40X"... as BreakHis
+NOT_MEANINGFUL = "not meaningful"
+"""The probability basis of a model that is not shown to be better than chance."""
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 """A text cell starting with one of these runs as a formula in a spreadsheet."""
 
@@ -62,6 +64,20 @@ def magnification_label(chosen: str | None, name: BreakHisName | None) -> str:
     if name is None:
         return UNKNOWN_MAGNIFICATION
     return f"{name.magnification}X"
+
+
+def probability_basis(calibrated: bool, meaningful: bool) -> str:
+    """What a probability is: ``"calibrated"`` (on validation data) or ``"uncalibrated"``,
+    or ``"not meaningful"`` for a model not shown to be better than chance
+    (:attr:`model.trust.ModelTrust.shows_labels` is False).
+
+    Example:
+        >>> probability_basis(True, True), probability_basis(True, False)
+        ('calibrated', 'not meaningful')
+    """
+    if not meaningful:
+        return NOT_MEANINGFUL
+    return "calibrated" if calibrated else "uncalibrated"
 
 
 def spreadsheet_safe(value: Any) -> Any:

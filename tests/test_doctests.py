@@ -23,6 +23,7 @@ PURE_MODULES = (
     "model.applicability",
     "model.trust",
     "model.tables",
+    "model.batch",
     "train.config",
     "train.protocols",
     "train.evaluation",
