@@ -44,7 +44,8 @@ disk, and a row is written only after its overlay; a half row left by a kill is 
 model is refused rather than mixed.
 
 Example:
-    >>> summary = score_files(analyzer, collect_inputs(["scans/"]), Path("results.csv"))
+    >>> inputs = collect_inputs(["scans/"])  # doctest: +SKIP
+    >>> summary = score_files(analyzer, inputs, Path("results.csv"))  # doctest: +SKIP
     >>> summary.scored, summary.failed, summary.cases_out.name  # doctest: +SKIP
     (34, 2, 'results-cases.csv')
 """
