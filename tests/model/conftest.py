@@ -118,3 +118,15 @@ def trusted_artifact(random_model, trusted_card, tmp_path_factory) -> Path:
     from model.artifact import save_artifact
 
     return save_artifact(random_model, trusted_card, tmp_path_factory.mktemp("trusted") / "model")
+
+
+@pytest.fixture(scope="session")
+def flat_network():
+    """The real classifier whose logit ignores its features (zero kernel): every Grad-CAM
+    map is zero everywhere."""
+    from model.network import build_model
+
+    network = build_model(weights=None, seed=3)
+    logit = network.get_layer("logit")
+    logit.kernel.assign(logit.kernel.numpy() * 0.0)
+    return network

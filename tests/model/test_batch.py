@@ -370,14 +370,10 @@ def test_overlays_are_the_apps_overlays(analyzer, image_folder, tmp_path):
     assert rows["empty_map"].tolist() == ["False"] * len(inputs)
 
 
-def test_an_empty_map_gets_no_overlay(trusted_card, image_folder, tmp_path):
+def test_an_empty_map_gets_no_overlay(flat_network, trusted_card, image_folder, tmp_path):
     from model.artifact import LoadedArtifact
-    from model.network import build_model
 
-    network = build_model(weights=None, seed=3)
-    logit = network.get_layer("logit")
-    logit.kernel.assign(logit.kernel.numpy() * 0.0)  # the logit ignores every feature
-    flat = Analyzer(LoadedArtifact(model=network, card=trusted_card, source="in memory"))
+    flat = Analyzer(LoadedArtifact(model=flat_network, card=trusted_card, source="in memory"))
     inputs = collect_inputs([image_folder])[:2]
     summary = score_files(
         flat, inputs, tmp_path / "r.csv", overlays=tmp_path / "overlays", progress=False
