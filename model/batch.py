@@ -502,6 +502,9 @@ def _load(analyzer: Analyzer, item: InputFile) -> _Loaded:
             (code for kind, code in ERROR_STATUS.items() if isinstance(error, kind)), "failed"
         )
         return _Loaded(item, status=status, reason=str(error))
+    except Exception as error:  # one unexpected failure must not stop the run (as in the app)
+        reason = f"could not prepare this image ({type(error).__name__}: {error})"
+        return _Loaded(item, status="failed", reason=reason)
 
 
 def overlay_names(items: Sequence[InputFile]) -> dict[str, str]:

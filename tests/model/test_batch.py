@@ -164,6 +164,14 @@ def test_cli_gives_the_apps_numbers_and_cases_on_real_images(
         assert np.allclose(cases[column], expected[column], atol=TOLERANCE)
 
 
+def test_a_result_without_a_map_says_so_when_asked_to_draw(analyzer, image_folder):
+    data = (image_folder / SYNTHETIC_NAMES[0]).read_bytes()
+    [result] = analyzer.analyze_many([data], explain=False)
+    assert result.cam is None and not result.empty_map and result.empty_map_message is None
+    with pytest.raises(ValueError, match="no map: it was analysed with explain=False"):
+        result.overlay(np.zeros((460, 700, 3), np.uint8))
+
+
 def test_maps_mode_matches_probability_only_mode(analyzer, image_folder, tmp_path):
     inputs = collect_inputs([image_folder])
     forward = _read_scored(analyzer, inputs, tmp_path / "forward.csv")
