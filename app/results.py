@@ -28,21 +28,26 @@ import numpy as np
 import pandas as pd
 
 from model.applicability import VERDICT_TEXT
-from model.breakhis import MAGNIFICATIONS as MAGNIFICATION_POWERS
 from model.breakhis import BreakHisName, read_breakhis_filename
-from model.config import COARSE_LAYER, CamMethod, Target, label_of
+from model.config import COARSE_LAYER, CamMethod, Target
 from model.errors import ImageError
 from model.preprocessing import decode_image
+from model.tables import (
+    MAGNIFICATIONS,
+    UNKNOWN_MAGNIFICATION,
+    case_id,
+    magnification_label,
+    probability_basis,
+    spreadsheet_safe,
+)
+from model.tables import NOT_MEANINGFUL as NOT_MEANINGFUL  # re-exported: the pages use these
+from model.tables import aggregate_cases as aggregate_cases
 from model.trust import WITHHELD_LABEL, ModelTrust
 
 if TYPE_CHECKING:  # importing these at run time would import TensorFlow
     from model.analysis import Analyzer, ImageAnalysis
 
 UNTRAINED_WARNING = "untrained model: meaningless output"
-NOT_MEANINGFUL = "not meaningful"
-"""The probability basis of a model that is not shown to be better than chance."""
-UNKNOWN_MAGNIFICATION = "unknown"
-MAGNIFICATIONS = tuple(f"{power}X" for power in MAGNIFICATION_POWERS)  # "40X"... as BreakHis
 MAGNIFICATION_CHOICES = (UNKNOWN_MAGNIFICATION, *MAGNIFICATIONS)
 
 
@@ -170,11 +175,7 @@ def magnification_of(result: ImageResult, chosen: str | None = None) -> str:
         >>> magnification_of(result), magnification_of(result, chosen="200X")
         ('100X', '200X')
     """
-    if chosen and chosen != UNKNOWN_MAGNIFICATION:
-        return chosen
-    if result.name_info is None:
-        return UNKNOWN_MAGNIFICATION
-    return f"{result.name_info.magnification}X"
+    return magnification_label(chosen, result.name_info)
 
 
 def case_of(result: ImageResult, typed: str | None = None, default_case: str = "") -> str:
@@ -187,11 +188,7 @@ def case_of(result: ImageResult, typed: str | None = None, default_case: str = "
         >>> case_of(breakhis), case_of(breakhis, " A "), case_of(other, None, "CASE-7")
         ('14-2523', 'A', 'CASE-7')
     """
-    if typed and typed.strip():
-        return typed.strip()
-    if result.name_info is not None:
-        return result.name_info.patient
-    return default_case.strip()
+    return case_id(typed, result.name_info, default_case)
 
 
 def result_warnings(
@@ -285,8 +282,7 @@ def results_table(
         hidden = analysis is None or not (meaningful or show_unbacked)
         basis = ""
         if analysis is not None:
-            basis = "calibrated" if analysis.calibrated else "uncalibrated"
-            basis = basis if meaningful else NOT_MEANINGFUL
+            basis = probability_basis(analysis.calibrated, meaningful)
         rows.append(
             {
                 "file": result.file_name,
@@ -328,81 +324,8 @@ def results_csv(table: pd.DataFrame) -> bytes:
     safe = table.copy()
     for column in safe.columns:
         if safe[column].dtype == object or pd.api.types.is_string_dtype(safe[column]):
-            safe[column] = safe[column].map(_defuse_formula)
+            safe[column] = safe[column].map(spreadsheet_safe)
     return safe.to_csv(index=False, float_format="%.4f").encode("utf-8")
-
-
-def _defuse_formula(value: Any) -> Any:
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
-
-
-CASE_COLUMNS = (
-    "case",
-    "images",
-    "magnifications",
-    "mean_probability",
-    "min_probability",
-    "max_probability",
-    "malignant_images",
-    "label",
-)
-
-
-def aggregate_cases(
-    table: pd.DataFrame, threshold: float, class_names: Mapping[int, str] | None = None
-) -> pd.DataFrame:
-    """Per case: how many images, their mean probability and the case label.
-
-    Only classified images with a case id count (files with errors, and images with no
-    BreakHis patient id and no typed case id, are left out: grouping unrelated images would
-    invent a case). The case label applies the model's threshold to the mean probability of
-    the images that have a label; it is ``"not shown"`` when none has (or the probabilities
-    are not meaningful).
-
-    Example:
-        >>> table = pd.DataFrame({
-        ...     "case": ["A", "A", "", "B"], "magnification": ["40X", "100X", "40X", "unknown"],
-        ...     "probability": [0.9, 0.6, 0.5, 0.2], "error": ["", "", "", ""]})
-        >>> cases = aggregate_cases(table, threshold=0.5)
-        >>> cases[["case", "images", "magnifications", "malignant_images", "label"]].values
-        array([['A', 2, '40X, 100X', '2/2', 'malignant'],
-               ['B', 1, 'unknown', '0/1', 'benign']], dtype=object)
-    """
-    usable = table[(table["error"] == "") & (table["case"] != "")]
-    labelled = usable["label"] != WITHHELD_LABEL if "label" in usable else True
-    rows = []
-    for case, group in usable.groupby("case", sort=True):
-        probabilities = group["probability"].astype(float)
-        mean = float(probabilities.mean())
-        backed = group[labelled[group.index]] if "label" in group else group
-        backed_mean = float(backed["probability"].astype(float).mean()) if len(backed) else math.nan
-        magnifications = sorted(
-            set(group["magnification"]) - {UNKNOWN_MAGNIFICATION}, key=_magnification_order
-        )
-        rows.append(
-            {
-                "case": case,
-                "images": len(group),
-                "magnifications": ", ".join(magnifications) or UNKNOWN_MAGNIFICATION,
-                "mean_probability": mean,
-                "min_probability": float(probabilities.min()),
-                "max_probability": float(probabilities.max()),
-                # Hidden (not meaningful) probabilities are not counted as below the threshold.
-                "malignant_images": ""
-                if probabilities.isna().all()
-                else f"{int((probabilities >= threshold).sum())}/{len(group)}",
-                "label": WITHHELD_LABEL
-                if math.isnan(backed_mean)
-                else label_of(backed_mean, threshold, class_names),
-            }
-        )
-    return pd.DataFrame(rows, columns=list(CASE_COLUMNS))
-
-
-def _magnification_order(magnification: str) -> int:
-    return MAGNIFICATIONS.index(magnification) if magnification in MAGNIFICATIONS else 99
 
 
 def overlay_png(

@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,8 +33,8 @@ from model.config import CAM_METHODS, COARSE_LAYER, CamMethod, Target, label_of
 from model.explainer import Explainer
 from model.overlay import DEFAULT_COLORMAP, DEFAULT_OPACITY, colorize, overlay, upsample_heatmap
 from model.predictor import Predictor, TTAResult
-from model.preprocessing import DecodedImage, decode_image, prepare_input
-from model.quality import assess_quality, thresholds_for
+from model.preprocessing import DecodedImage, PreparedInput, decode_image, prepare_input
+from model.quality import QualityReport, assess_quality, thresholds_for
 from model.trust import TrustLevel, assess_image, assess_model
 
 
@@ -43,7 +44,8 @@ class ImageAnalysis:
     the network saw, when the contract stain-normalises), and how far to trust it.
 
     ``cam`` is at the layer's resolution (e.g. 3x5), values in [0, 1]; the drawing methods
-    bring it to the size of the image they are given.
+    bring it to the size of the image they are given. It is None when no map was asked for
+    (:meth:`Analyzer.analyze_many` with ``explain=False``); ``empty_map`` is then False.
 
     Attributes:
         probability: the malignancy probability the model serves (calibrated when its card
@@ -72,7 +74,7 @@ class ImageAnalysis:
     probability: float
     label: str | None
     threshold: float
-    cam: np.ndarray
+    cam: np.ndarray | None
     method: CamMethod
     layer: str
     target: str
@@ -94,7 +96,7 @@ class ImageAnalysis:
 
     def heatmap(self, size: tuple[int, int]) -> np.ndarray:
         """The map upsampled to ``size`` = (height, width), values in [0, 1]."""
-        return upsample_heatmap(self.cam, size)
+        return upsample_heatmap(self._map(), size)
 
     def heatmap_rgb(self, size: tuple[int, int], colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
         """The upsampled map as a colour image (uint8)."""
@@ -107,7 +109,12 @@ class ImageAnalysis:
         colormap: str = DEFAULT_COLORMAP,
     ) -> np.ndarray:
         """The map blended over ``pixels`` (the analysed image, uint8 RGB), at their size."""
-        return overlay(pixels, self.cam, opacity, colormap)
+        return overlay(pixels, self._map(), opacity, colormap)
+
+    def _map(self) -> np.ndarray:
+        if self.cam is None:
+            raise ValueError("this result has no map: it was analysed with explain=False")
+        return self.cam
 
     @property
     def empty_map_message(self) -> str | None:
@@ -126,6 +133,20 @@ class ImageAnalysis:
             f"({CAM_METHODS.get(self.method, self.method)} is zero everywhere). Try {other} "
             "or LayerCAM."
         )
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """An image ready for the network: the decoded pixels, their checks and the network
+    input (:meth:`Analyzer.prepare`, the part of an analysis before the network)."""
+
+    image: DecodedImage
+    quality: QualityReport
+    network_input: PreparedInput  # the network input, what it was made from, stain notes
+
+    @property
+    def inputs(self) -> np.ndarray:
+        return self.network_input.model_input
 
 
 class Analyzer:
@@ -172,47 +193,125 @@ class Analyzer:
         target: Target = "predicted",
         tta: bool = False,
     ) -> ImageAnalysis:
-        """Decode (when given bytes), check, classify and explain one image.
+        """Decode (when given bytes), check, classify and explain one image:
+        :meth:`analyze_many` on a batch of one, so the app and batch scoring share one path.
 
         Raises the :class:`~model.errors.ImageError` subclasses of
         :func:`~model.preprocessing.decode_image` for bad input.
         """
+        return self.analyze_many([image], method, layer, target, tta)[0]
+
+    def analyze_many(
+        self,
+        images: Sequence[bytes | DecodedImage | PreparedImage],
+        method: CamMethod = "gradcam",
+        layer: str = COARSE_LAYER,
+        target: Target = "predicted",
+        tta: bool = False,
+        explain: bool = True,
+        batch_size: int | None = None,
+    ) -> list[ImageAnalysis]:
+        """:meth:`analyze` for several images, with one network call per ``batch_size``
+        images (default ``predictor.batch_size``); the batch CLI (:mod:`model.batch`) runs it.
+
+        ``explain=False`` skips the map: the probability, applicability features and checks
+        come from the forward pass alone (no gradient), and each result's ``cam`` is None.
+        Images may come :meth:`prepare`-d (the batch CLI prepares the next batch in threads
+        while the network scores this one). The first bad image raises (decode them
+        beforehand to keep going past bad files).
+
+        Example:
+            >>> results = analyzer.analyze_many([image_a, image_b], explain=False)
+            >>> [result.cam is None for result in results]
+            [True, True]
+        """
+        prepared = [self.prepare(image) for image in images]
+        results: list[ImageAnalysis] = []
+        step = max(1, batch_size or self.predictor.batch_size)
+        for start in range(0, len(prepared), step):
+            results += self._analyze_batch(
+                prepared[start : start + step], method, layer, target, tta, explain
+            )
+        return results
+
+    def prepare(self, image: bytes | DecodedImage | PreparedImage) -> PreparedImage:
+        """Decode (when given bytes), check the pixels and make the network input: the
+        per-image work before the network, safe to run in several threads at once.
+
+        Raises the :class:`~model.errors.ImageError` subclasses of
+        :func:`~model.preprocessing.decode_image` for bad input.
+        """
+        if isinstance(image, PreparedImage):
+            return image
         decoded = image if isinstance(image, DecodedImage) else decode_image(image)
         card = self.card
-        quality = assess_quality(decoded, self.quality_thresholds, card.training_images)
-        prepared = prepare_input(decoded, card.config.input)
-        inputs = prepared.model_input[None]
-        explanation = self.explainer.explain(inputs, method, layer, target)
-        probability = float(self.predictor.probabilities_from_logits(explanation.logits)[0])
-        verdict = score = None
-        if card.applicability is not None and explanation.features is not None:
-            score = float(card.applicability.scores(explanation.features)[0])
-            verdict = card.applicability.verdict(score)
-            if "too_small" in quality.codes:
-                verdict = "unlike"  # no training image was anything like that small
-        image_trust = assess_image(self.trust, verdict, quality.codes)
-        decision = label_of(probability, card.threshold, card.labels)
-        return ImageAnalysis(
-            probability=probability,
-            label=decision if image_trust.shows_label else None,
-            threshold=card.threshold,
-            cam=explanation.heatmaps[0],
-            method=method,
-            layer=layer,
-            target=explanation.targets[0],
-            tta=self.predictor.predict_tta(inputs) if tta else None,
-            notes=decoded.notes + prepared.notes,
-            raw_probability=float(explanation.probabilities[0]),
-            calibrated=card.calibration is not None,
-            decision=decision,
-            trust=self.trust.level,
-            withheld=image_trust.reasons,
-            empty_map=bool(explanation.empty[0]) if explanation.empty is not None else False,
-            applicability=verdict,
-            applicability_score=score,
-            quality=quality.codes,
-            quality_warnings=quality.warnings,
-            stain_norm=card.config.input.stain_norm,
-            stain_applied=prepared.stain is not None and prepared.stain.applied,
-            seen=prepared.seen if prepared.stain is not None else None,
+        return PreparedImage(
+            image=decoded,
+            quality=assess_quality(decoded, self.quality_thresholds, card.training_images),
+            network_input=prepare_input(decoded, card.config.input),
         )
+
+    def _analyze_batch(
+        self,
+        prepared: Sequence[PreparedImage],
+        method: CamMethod,
+        layer: str,
+        target: Target,
+        tta: bool,
+        explain: bool,
+    ) -> list[ImageAnalysis]:
+        card = self.card
+        inputs = np.stack([entry.inputs for entry in prepared])
+        explanation = (
+            self.explainer.explain(inputs, method, layer, target)
+            if explain
+            else self.explainer.forward(inputs, target)
+        )
+        probabilities = self.predictor.probabilities_from_logits(explanation.logits)
+        scores = None
+        if card.applicability is not None and explanation.features is not None:
+            scores = card.applicability.scores(explanation.features)
+        tta_result = self.predictor.predict_tta(inputs) if tta else None
+        results = []
+        for index, entry in enumerate(prepared):
+            quality, stain = entry.quality, entry.network_input.stain
+            probability = float(probabilities[index])
+            verdict = score = None
+            if scores is not None:
+                score = float(scores[index])
+                verdict = card.applicability.verdict(score)
+                if "too_small" in quality.codes:
+                    verdict = "unlike"  # no training image was anything like that small
+            image_trust = assess_image(self.trust, verdict, quality.codes)
+            decision = label_of(probability, card.threshold, card.labels)
+            results.append(
+                ImageAnalysis(
+                    probability=probability,
+                    label=decision if image_trust.shows_label else None,
+                    threshold=card.threshold,
+                    cam=explanation.heatmaps[index] if explanation.heatmaps is not None else None,
+                    method=method,
+                    layer=layer,
+                    target=explanation.targets[index],
+                    tta=None
+                    if tta_result is None
+                    else TTAResult(tta_result.probabilities[index : index + 1], tta_result.views),
+                    notes=entry.image.notes + entry.network_input.notes,
+                    raw_probability=float(explanation.probabilities[index]),
+                    calibrated=card.calibration is not None,
+                    decision=decision,
+                    trust=self.trust.level,
+                    withheld=image_trust.reasons,
+                    empty_map=bool(explanation.empty[index])
+                    if explanation.empty is not None
+                    else False,
+                    applicability=verdict,
+                    applicability_score=score,
+                    quality=quality.codes,
+                    quality_warnings=quality.warnings,
+                    stain_norm=card.config.input.stain_norm,
+                    stain_applied=stain is not None and stain.applied,
+                    seen=entry.network_input.seen if stain is not None else None,
+                )
+            )
+        return results

@@ -50,9 +50,21 @@ from model.config import (
 )
 from model.errors import LayerNotFoundError
 
-__all__ = ["CAM_LAYERS", "CAM_METHODS", "CamMethod", "Explainer", "Explanation", "Target"]
+__all__ = [
+    "CAM_LAYERS",
+    "CAM_METHODS",
+    "EMPTY_MAP_TOLERANCE",
+    "NORMALISATION_EPSILON",
+    "CamMethod",
+    "Explainer",
+    "Explanation",
+    "Target",
+    "forward_graph",
+    "gradcam_graph",
+]
 
-_EPSILON = keras.config.epsilon()  # tf-keras-vis normalises with the same epsilon
+NORMALISATION_EPSILON = keras.config.epsilon()
+"""Added to a map's range when normalising it, as tf-keras-vis does."""
 
 
 EMPTY_MAP_TOLERANCE = 1e-7
@@ -64,14 +76,14 @@ class Explanation:
     """Maps (n, h, w) in [0, 1] at the layer's resolution, and what the same pass computed.
 
     Attributes:
-        heatmaps: normalised maps.
+        heatmaps: normalised maps (None from :meth:`Explainer.forward`, which draws none).
         probabilities: the network's own (uncalibrated) sigmoid output.
         logits: the pre-sigmoid scores (float64), which calibration maps.
         features: (n, 2048) global average of ``conv5_block3_out``.
         empty: per image, whether the raw map was zero or constant.
     """
 
-    heatmaps: np.ndarray
+    heatmaps: np.ndarray | None
     probabilities: np.ndarray
     method: str
     layer: str
@@ -173,6 +185,28 @@ class Explainer:
         """Plain Grad-CAM through tf-keras-vis, even when the fast path is on (for checks)."""
         return self.explain(inputs, "gradcam", layer, target, fast=False)
 
+    def forward(self, inputs: np.ndarray, target: Target = "predicted") -> Explanation:
+        """The forward pass alone, without a map (no gradient): logits, the network's
+        probabilities, pooled applicability features and the class a map would explain.
+
+        For callers that need only the probability and the per-image checks (batch scoring
+        without overlays); ``heatmaps`` and ``empty`` are None.
+
+        Example:
+            >>> explainer.forward(np.zeros((2, 96, 144, 3), "float32")).features.shape
+            (2, 2048)
+        """
+        logits, features = self._logits_and_features(np.asarray(inputs, dtype=np.float32))
+        return Explanation(
+            None,
+            sigmoid(logits).astype(np.float32),
+            "",
+            "",
+            _target_names(self._signs(logits, target)),
+            logits=logits,
+            features=features,
+        )
+
     # --- fast Grad-CAM -------------------------------------------------------------------
     def _explain_fast(self, inputs: np.ndarray, layer: str, target: Target) -> Explanation:
         mode = {"predicted": 0.0, "malignant": 1.0, "benign": -1.0}[target]
@@ -199,32 +233,8 @@ class Explainer:
             return self._fast[layer]
 
     def _trace_fast_gradcam(self, layer: str) -> Callable:
-        grad_model = keras.Model(
-            self.model.inputs,
-            [
-                self.model.get_layer(layer).output,
-                self.model.get_layer(LOGIT_LAYER).output,
-                self.model.get_layer(APPLICABILITY_LAYER).output,
-            ],
-        )
-        threshold_logit = self.logit_threshold
-
-        def gradcam(images: tf.Tensor, mode: tf.Tensor) -> tuple[tf.Tensor, ...]:
-            with tf.GradientTape() as tape:
-                activations, logits, pooled_from = grad_model(images, training=False)
-                logits = logits[:, 0]
-                predicted = tf.where(logits >= threshold_logit, 1.0, -1.0)
-                signs = tf.stop_gradient(tf.where(mode == 0.0, predicted, mode))
-                score = tf.reduce_sum(logits * signs)
-            grads = tape.gradient(score, activations)
-            # Grad-CAM: channel weights are the spatially averaged gradients.
-            weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
-            cams = tf.nn.relu(tf.reduce_sum(weights * activations, axis=-1))
-            pooled = tf.reduce_mean(tf.cast(pooled_from, tf.float32), axis=(1, 2))
-            return cams, logits, signs, pooled
-
         shape = (None, *self.model.input_shape[1:])
-        traced = tf.function(gradcam)
+        traced = tf.function(gradcam_graph(self.model, layer, self.logit_threshold))
         return traced.get_concrete_function(
             tf.TensorSpec(shape, tf.float32), tf.TensorSpec((), tf.float32)
         )
@@ -241,20 +251,7 @@ class Explainer:
         with self._lock:
             if self._forward_fn is None:
                 shape = (None, *self.model.input_shape[1:])
-                outputs = keras.Model(
-                    self.model.inputs,
-                    [
-                        self.model.get_layer(LOGIT_LAYER).output,
-                        self.model.get_layer(APPLICABILITY_LAYER).output,
-                    ],
-                )
-
-                def forward(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-                    logits, pooled_from = outputs(x, training=False)
-                    pooled = tf.reduce_mean(tf.cast(pooled_from, tf.float32), axis=(1, 2))
-                    return logits[:, 0], pooled
-
-                self._forward_fn = tf.function(forward).get_concrete_function(
+                self._forward_fn = tf.function(forward_graph(self.model)).get_concrete_function(
                     tf.TensorSpec(shape, tf.float32)
                 )
         logits, features = self._forward_fn(tf.constant(inputs))
@@ -278,6 +275,63 @@ class Explainer:
             raise LayerNotFoundError(f"layer {layer!r} is not convolutional (no spatial map)")
 
 
+def forward_graph(model: keras.Model) -> Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
+    """The forward pass as a function to trace: images -> (logits (n,), pooled (n, 2048)).
+
+    The pooled features are the global average of ``conv5_block3_out``, the vector
+    :mod:`model.applicability` measures. Shared by :class:`Explainer` and the serving export
+    (:mod:`model.export`), so both compute exactly the same graph.
+    """
+    outputs = keras.Model(
+        model.inputs,
+        [model.get_layer(LOGIT_LAYER).output, model.get_layer(APPLICABILITY_LAYER).output],
+    )
+
+    def forward(images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        logits, pooled_from = outputs(images, training=False)
+        pooled = tf.reduce_mean(tf.cast(pooled_from, tf.float32), axis=(1, 2))
+        return logits[:, 0], pooled
+
+    return forward
+
+
+def gradcam_graph(
+    model: keras.Model, layer: str, logit_threshold: float
+) -> Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, ...]]:
+    """The single-pass Grad-CAM as a function to trace: (images, mode) -> (raw maps (n, h, w),
+    logits (n,), signs (n,), pooled features (n, 2048)).
+
+    ``mode`` is 0 for the predicted class (by ``logit_threshold``), 1 for malignant, -1 for
+    benign. The maps are not normalised (see :func:`normalise_maps`). Shared by
+    :class:`Explainer` and the serving export (:mod:`model.export`).
+    """
+    grad_model = keras.Model(
+        model.inputs,
+        [
+            model.get_layer(layer).output,
+            model.get_layer(LOGIT_LAYER).output,
+            model.get_layer(APPLICABILITY_LAYER).output,
+        ],
+    )
+    threshold_logit = float(logit_threshold)
+
+    def gradcam(images: tf.Tensor, mode: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        with tf.GradientTape() as tape:
+            activations, logits, pooled_from = grad_model(images, training=False)
+            logits = logits[:, 0]
+            predicted = tf.where(logits >= threshold_logit, 1.0, -1.0)
+            signs = tf.stop_gradient(tf.where(mode == 0.0, predicted, mode))
+            score = tf.reduce_sum(logits * signs)
+        grads = tape.gradient(score, activations)
+        # Grad-CAM: channel weights are the spatially averaged gradients.
+        weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+        cams = tf.nn.relu(tf.reduce_sum(weights * activations, axis=-1))
+        pooled = tf.reduce_mean(tf.cast(pooled_from, tf.float32), axis=(1, 2))
+        return cams, logits, signs, pooled
+
+    return gradcam
+
+
 def _make_visualizer(model: keras.Model, method: str) -> Callable:
     # Imported here: tf-keras-vis is only needed for these methods, not for the fast path.
     from tf_keras_vis.gradcam import Gradcam
@@ -294,7 +348,7 @@ def _normalise(cams: np.ndarray) -> np.ndarray:
     axes = tuple(range(1, cams.ndim))
     low = cams.min(axis=axes, keepdims=True)
     high = cams.max(axis=axes, keepdims=True)
-    return ((cams - low) / (high - low + _EPSILON)).astype(np.float32)
+    return ((cams - low) / (high - low + NORMALISATION_EPSILON)).astype(np.float32)
 
 
 def _is_empty(raw: np.ndarray) -> np.ndarray:

@@ -217,11 +217,13 @@ def assess_quality(
     training images' ``profile``) unlike the images the model was trained on."""
     t = thresholds
     pixels = _subsample(image.pixels).astype(np.int16)
-    spread = pixels.max(axis=2) - pixels.min(axis=2)
+    # Channel-wise maximum/minimum of the three planes: the same values as max(axis=2), about
+    # ten times faster than NumPy's reduction along a length-3 axis (a few ms per image).
+    red, green, blue = pixels[..., 0], pixels[..., 1], pixels[..., 2]
+    channel_min = np.minimum(np.minimum(red, green), blue)
+    spread = np.maximum(np.maximum(red, green), blue) - channel_min
     luminance = pixels.astype(np.float32) @ _LUMA
-    background = (pixels.min(axis=2) >= t.background_min_value) & (
-        spread <= t.background_max_spread
-    )
+    background = (channel_min >= t.background_min_value) & (spread <= t.background_max_spread)
     background_fraction = float(background.mean())
     foreground_spread = spread[~background]
     # With (almost) no tissue there is nothing to judge the colour of; "blank" covers it.
@@ -287,7 +289,7 @@ def assess_quality(
             )
         )
     if profile is not None:
-        mean_colour = pixels.reshape(-1, 3).mean(axis=0)
+        mean_colour = np.array([red.mean(), green.mean(), blue.mean()])
         spread_of_means = np.maximum(np.asarray(profile.colour_std), 2.0)  # 2 grey levels floor
         z = np.abs(mean_colour - np.asarray(profile.colour_mean)) / spread_of_means
         channel = int(z.argmax())

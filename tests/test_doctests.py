@@ -25,6 +25,8 @@ PURE_MODULES = (
     "model.applicability",
     "model.trust",
     "model.stain",
+    "model.tables",
+    "model.batch",
     "train.config",
     "train.protocols",
     "train.staining",

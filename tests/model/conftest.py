@@ -81,3 +81,52 @@ def tissue_like(width: int = 700, height: int = 460, seed: int = 0) -> Image.Ima
     noise = rng.normal(0, 25, size=(height, width, 3))
     blobs = (rng.random((height, width)) > 0.97)[..., None] * np.array([-120, -110, -40])
     return Image.fromarray(np.clip(base + noise + blobs, 0, 255).astype(np.uint8))
+
+
+@pytest.fixture(scope="session")
+def trusted_card(random_model, trained_card) -> ModelCard:
+    """``trained_card`` plus everything a card can say about trusting a result: a Platt
+    calibration, a feature summary (fitted on synthetic images' real features, so synthetic
+    images are typical and real ones may be unlike) and a training-image profile."""
+    from dataclasses import replace
+
+    from model.applicability import fit_feature_summary
+    from model.calibration import Calibration
+    from model.config import InputSpec
+    from model.explainer import Explainer
+    from model.preprocessing import decode_image, to_model_input
+    from model.quality import ImageProfile
+
+    decoded = [decode_image(png_bytes(tissue_like(seed=100 + k))) for k in range(15)]
+    inputs = np.stack([to_model_input(image, InputSpec()) for image in decoded])
+    features = Explainer(random_model).forward(inputs).features
+    return replace(
+        trained_card,
+        name="test-run-trusted",
+        calibration=Calibration("platt", slope=0.6, intercept=0.3, fitted_on="illustrative"),
+        applicability=fit_feature_summary(features[:10], features[10:], n_components=3),
+        training_images=ImageProfile.from_measurements(
+            [(image.width, image.height) for image in decoded],
+            [image.pixels.reshape(-1, 3).mean(axis=0) for image in decoded],
+        ),
+    )
+
+
+@pytest.fixture(scope="session")
+def trusted_artifact(random_model, trusted_card, tmp_path_factory) -> Path:
+    """An artifact of ``random_model`` under ``trusted_card``."""
+    from model.artifact import save_artifact
+
+    return save_artifact(random_model, trusted_card, tmp_path_factory.mktemp("trusted") / "model")
+
+
+@pytest.fixture(scope="session")
+def flat_network():
+    """The real classifier whose logit ignores its features (zero kernel): every Grad-CAM
+    map is zero everywhere."""
+    from model.network import build_model
+
+    network = build_model(weights=None, seed=3)
+    logit = network.get_layer("logit")
+    logit.kernel.assign(logit.kernel.numpy() * 0.0)
+    return network
