@@ -411,6 +411,8 @@ def test_every_cell_sized_field_of_the_analysis_is_a_column():
         "applicability_score",
         "quality",
         "quality_warnings",
+        "stain_norm",
+        "stain_applied",
     )
 
     @dataclass(frozen=True)
