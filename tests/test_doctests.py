@@ -23,6 +23,7 @@ PURE_MODULES = (
     "model.applicability",
     "model.trust",
     "train.config",
+    "train.distributed",
     "train.protocols",
     "train.evaluation",
     "train.run_folder",

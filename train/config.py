@@ -186,9 +186,8 @@ def steps_per_execution_for(steps: int, wanted: int) -> int:
     40 (measured in Keras 3.15: it does not stop a repeated dataset mid-execution).
 
     Example:
-        >>> steps_per_execution_for(200, 40), steps_per_execution_for(200, 32), \
-        ...     steps_per_execution_for(7, 40), steps_per_execution_for(13, 5)
-        (40, 25, 7, 1)
+        >>> [steps_per_execution_for(s, w) for s, w in ((200, 40), (200, 32), (7, 40), (13, 5))]
+        [40, 25, 7, 1]
     """
     return max(d for d in range(1, max(1, min(steps, wanted)) + 1) if steps % d == 0)
 
