@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="tf.distribute.MirroredStrategy over all visible GPUs",
     )
     parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None)
-    # Distribution and device use (train.distributed, docs/training.md sections 6 and 9).
+    # Distribution and device use (train.distributed; docs/training.md sections 9 and 10).
     parser.add_argument(
         "--multi-worker",
         action=argparse.BooleanOptionalAction,
