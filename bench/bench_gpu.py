@@ -2,7 +2,10 @@
 
 The paper preset fine-tunes the whole ResNet-50 (``model.network.build_model`` +
 ``compile_model``: RMSprop, MSE, accuracy and AUC) with batch 32 for 200 epochs x 200 steps,
-and evaluates the test set after every epoch. This script measures, per precision policy:
+and evaluates the test set after every epoch. This script measures, per precision policy
+and per ``steps_per_execution`` (``--steps-per-execution 1,40``: one step per call into the
+compiled function, as Keras does by default, against the paper preset's 40; both in the same
+run, on the same network and data):
 
   train    images/s of ``model.fit`` in steady state (the median epoch after the first,
            which pays for compilation), fed from host memory (NumPy arrays, as a prefetched
@@ -22,7 +25,13 @@ every JAX step with XLA. Random weights cost the same time as ImageNet weights.
 
 Usage:
     KERAS_BACKEND=jax python -m bench.bench_gpu [--policies float32,mixed_bfloat16]
-        [--batch-sizes 32] [--epochs 4] [--steps 200] [--json results.json]
+        [--batch-sizes 32] [--steps-per-execution 1,40] [--epochs 4] [--steps 200]
+        [--json results.json]
+
+On a CPU, tiny settings run in a minute (what tests/bench/test_bench_gpu.py does):
+
+    python -m bench.bench_gpu --backend tensorflow --policies float32 --batch-sizes 2 \
+        --steps-per-execution 1,4 --epochs 2 --steps 4 --evaluate-repeats 1
 """
 
 from __future__ import annotations
@@ -50,15 +59,20 @@ PATIENT_TEST_SHARE = 0.3  # Spanhol et al.: 70/30 patient split
 
 @dataclass(frozen=True)
 class Measurement:
-    """One precision policy at one batch size."""
+    """One precision policy at one batch size and steps per execution."""
 
     policy: str
     batch_size: int
+    steps_per_execution: int
     compile_and_first_epoch_s: float
     train_epoch_s: float  # median of the steady epochs
     train_images_per_s: float
     evaluate_images_per_s: float
     final_loss: float
+
+    @property
+    def ms_per_step(self) -> float:
+        return 1000 * self.batch_size / self.train_images_per_s
 
 
 @dataclass(frozen=True)
@@ -121,8 +135,10 @@ def measure(
     steps: int,
     evaluate_repeats: int = 5,
     seed: int = 0,
+    steps_per_execution: int = 1,
 ) -> Measurement:
-    """Fit the paper network for ``epochs`` epochs of ``steps`` batches; time each epoch."""
+    """Fit the paper network for ``epochs`` epochs of ``steps`` batches, ``steps_per_execution``
+    of them per call into the compiled step; time each epoch."""
     import keras
     import numpy as np
 
@@ -130,7 +146,11 @@ def measure(
 
     keras.mixed_precision.set_dtype_policy(policy)
     keras.utils.set_random_seed(seed)
-    model = compile_model(build_model(weights=None, freeze="none", seed=seed), jit_compile=True)
+    model = compile_model(
+        build_model(weights=None, freeze="none", seed=seed),
+        jit_compile=True,
+        steps_per_execution=steps_per_execution,
+    )
     rng = np.random.default_rng(seed)
     # Normalised ResNet-50 inputs (caffe mode: BGR minus the ImageNet mean) span about +-128.
     shape = (steps * batch_size, *model.input_shape[1:])
@@ -170,12 +190,33 @@ def measure(
     return Measurement(
         policy=policy,
         batch_size=batch_size,
+        steps_per_execution=steps_per_execution,
         compile_and_first_epoch_s=timer.seconds[0],
         train_epoch_s=epoch_s,
         train_images_per_s=steps * batch_size / epoch_s,
         evaluate_images_per_s=count / evaluate_s,
         final_loss=float(history.history["loss"][-1]),
     )
+
+
+def print_speedups(results: list[dict], baseline: int) -> None:
+    """Per policy and batch size: train images/s of each steps_per_execution against the
+    ``baseline`` value's, from the same run."""
+    for row in results:
+        reference = next(
+            other
+            for other in results
+            if (other["policy"], other["batch_size"], other["steps_per_execution"])
+            == (row["policy"], row["batch_size"], baseline)
+        )
+        if row is not reference:
+            print(
+                f"{row['policy']:>15} batch {row['batch_size']:>3}: steps/execution "
+                f"{row['steps_per_execution']} vs {baseline}: "
+                f"{row['train_images_per_s'] / reference['train_images_per_s']:.2f}x img/s, "
+                f"{row['ms_per_step']:.1f} vs {reference['ms_per_step']:.1f} ms/step",
+                flush=True,
+            )
 
 
 def describe_machine() -> dict[str, str]:
@@ -205,6 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default=os.environ.get("KERAS_BACKEND", "jax"))
     parser.add_argument("--policies", default="float32,mixed_bfloat16,mixed_float16")
     parser.add_argument("--batch-sizes", default="32")
+    parser.add_argument(
+        "--steps-per-execution",
+        default="1,40",
+        help="comma-separated values, each measured (40: the paper preset's)",
+    )
     parser.add_argument("--epochs", type=int, default=4, help="first one pays for compiling")
     parser.add_argument("--evaluate-repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=PAPER_STEPS_PER_EPOCH)
@@ -216,25 +262,45 @@ def main(argv: list[str] | None = None) -> int:
     machine = describe_machine()
     print("machine: " + ", ".join(f"{key} {value}" for key, value in machine.items()), flush=True)
     results = []
+    executions = [int(n) for n in args.steps_per_execution.split(",")]
     for batch_size in (int(b) for b in args.batch_sizes.split(",")):
         for policy in args.policies.split(","):
-            result = measure(policy, batch_size, args.epochs, args.steps, args.evaluate_repeats)
-            projection = project_schedule(result.train_images_per_s, result.evaluate_images_per_s)
-            results.append({**asdict(result), "projection": asdict(projection)})
-            print(
-                f"{policy:>15} batch {batch_size:>3}: compile+epoch 1 "
-                f"{result.compile_and_first_epoch_s:6.1f} s | epoch of {args.steps} steps "
-                f"{result.train_epoch_s:6.2f} s = {result.train_images_per_s:7.0f} img/s "
-                f"({1000 * result.train_epoch_s / args.steps:5.1f} ms/step) | evaluate "
-                f"{result.evaluate_images_per_s:7.0f} img/s | loss {result.final_loss:.4f} | "
-                f"paper protocol {projection.paper_protocol_h:5.2f} h, default run (paper + "
-                f"{PATIENT_FOLDS} folds) {projection.default_run_h:5.2f} h",
-                flush=True,
-            )
-            if args.json:  # after every configuration: a killed run keeps what it measured
-                settings = {key: str(value) for key, value in vars(args).items()}
-                report = {"machine": machine, "settings": settings, "results": results}
-                args.json.write_text(json.dumps(report, indent=2))
+            for execution in executions:
+                result = measure(
+                    policy,
+                    batch_size,
+                    args.epochs,
+                    args.steps,
+                    args.evaluate_repeats,
+                    steps_per_execution=execution,
+                )
+                projection = project_schedule(
+                    result.train_images_per_s, result.evaluate_images_per_s
+                )
+                results.append(
+                    {
+                        **asdict(result),
+                        "ms_per_step": result.ms_per_step,
+                        "projection": asdict(projection),
+                    }
+                )
+                print(
+                    f"{policy:>15} batch {batch_size:>3} steps/execution {execution:>3}: "
+                    f"compile+epoch 1 {result.compile_and_first_epoch_s:6.1f} s | epoch of "
+                    f"{args.steps} steps {result.train_epoch_s:6.2f} s = "
+                    f"{result.train_images_per_s:7.1f} img/s ({result.ms_per_step:6.1f} ms/step) "
+                    f"| evaluate {result.evaluate_images_per_s:7.1f} img/s | loss "
+                    f"{result.final_loss:.4f} | paper protocol {projection.paper_protocol_h:5.2f} h"
+                    f", default run (paper + {PATIENT_FOLDS} folds) "
+                    f"{projection.default_run_h:5.2f} h",
+                    flush=True,
+                )
+                if args.json:  # after every configuration: a killed run keeps what it measured
+                    settings = {key: str(value) for key, value in vars(args).items()}
+                    report = {"machine": machine, "settings": settings, "results": results}
+                    args.json.write_text(json.dumps(report, indent=2))
+    if len(executions) > 1:
+        print_speedups(results, executions[0])
     return 0
 
 

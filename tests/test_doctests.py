@@ -28,6 +28,7 @@ PURE_MODULES = (
     "model.tables",
     "model.batch",
     "train.config",
+    "train.distributed",
     "train.protocols",
     "train.staining",
     "train.evaluation",

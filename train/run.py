@@ -18,17 +18,19 @@ described (and written) by :mod:`train.run_folder`; the protocols are those of
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import logging
+import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from model.files import file_sha256
-from train.config import PRESETS, TrainConfig, resolve_config
+from train.config import PAPER_STEPS_PER_EXECUTION, PRESETS, TrainConfig, resolve_config
 from train.protocols import PROTOCOLS
-from train.run_folder import DatasetFacts, RunFolder, RunSummary
+from train.run_folder import DatasetFacts, ProtocolFolder, RunFolder, RunSummary
 
 if TYPE_CHECKING:
     import keras
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
 
     from model.config import InputSpec, ModelConfig
     from train.dataset import DatasetIndex
+    from train.distributed import Cluster, WorkerRole
     from train.splits import Split
     from train.trainer import RunData
 
@@ -109,6 +112,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="tf.distribute.MirroredStrategy over all visible GPUs",
     )
     parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None)
+    # Distribution and device use (train.distributed; docs/training.md sections 9 and 10).
+    parser.add_argument(
+        "--multi-worker",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="tf.distribute.MultiWorkerMirroredStrategy over the cluster named by TF_CONFIG "
+        "(same command on every worker; only the chief writes the run folder)",
+    )
+    parser.add_argument(
+        "--steps-per-execution",
+        type=int,
+        help="training steps per call into the compiled step (paper preset: "
+        f"{PAPER_STEPS_PER_EXECUTION}, a GPU value; others: 1)",
+    )
     parser.add_argument("--quiet", action="store_true", help="one line per epoch, no bars")
     return parser
 
@@ -139,6 +156,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             "mixed_precision",
             "xla",
             "multi_gpu",
+            "multi_worker",
+            "steps_per_execution",
             "deterministic",
         )
     }
@@ -154,6 +173,17 @@ def prepare_run_folder(run: RunFolder, config: TrainConfig, data: str) -> None:
     if not run.is_started:
         run.start(config, data)
         return
+    check_same_run(run, config, data)
+    if run.is_complete:
+        raise RunError(
+            f"{run.path} is already complete; choose another --name for a new run (its "
+            f"report is {run.report_md})."
+        )
+    logger.info("resuming the run in %s", run.path)
+
+
+def check_same_run(run: RunFolder, config: TrainConfig, data: str) -> None:
+    """Refuse a started run folder whose settings or dataset are not these."""
     differences = run.read_config().differences(config)
     if differences:
         listed = ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in differences.items())
@@ -167,12 +197,6 @@ def prepare_run_folder(run: RunFolder, config: TrainConfig, data: str) -> None:
             f"{run.path} was started on the dataset {recorded}, not {Path(data).resolve()}. "
             "Resume it with that --data, or choose another --name for a new run."
         )
-    if run.is_complete:
-        raise RunError(
-            f"{run.path} is already complete; choose another --name for a new run (its "
-            f"report is {run.report_md})."
-        )
-    logger.info("resuming the run in %s", run.path)
 
 
 def configure_tensorflow(config: TrainConfig):
@@ -181,6 +205,11 @@ def configure_tensorflow(config: TrainConfig):
     import tensorflow as tf
     from tensorflow.python.framework import config as tf_config
 
+    from train.distributed import create_strategy
+
+    # First: MultiWorkerMirroredStrategy configures collective ops, which TensorFlow accepts
+    # only before its runtime starts (seeding already starts it).
+    multi_worker = create_strategy() if config.multi_worker else None
     keras.utils.set_random_seed(config.seed)
     # Process-wide switches: set both ways so several runs in one process don't leak.
     if config.deterministic:
@@ -188,6 +217,11 @@ def configure_tensorflow(config: TrainConfig):
     elif tf_config.is_op_determinism_enabled():
         tf_config.disable_op_determinism()
     keras.mixed_precision.set_global_policy(config.mixed_precision)
+    if multi_worker is not None:
+        logger.info(
+            "MultiWorkerMirroredStrategy: %d replica(s) in all", multi_worker.num_replicas_in_sync
+        )
+        return multi_worker
     if config.multi_gpu:
         strategy = tf.distribute.MirroredStrategy()
         logger.info("MirroredStrategy over %d replica(s)", strategy.num_replicas_in_sync)
@@ -217,31 +251,126 @@ def features_fingerprint(
 
 
 def run(config: TrainConfig, data: str, run_dir: Path, verbose: int | str = "auto") -> Path:
-    """Everything: index, splits, training per fold, the served model, metrics, report."""
+    """Everything: index, splits, training per fold, the served model, metrics, report.
+
+    With ``config.multi_worker`` this process is one worker of the cluster in ``TF_CONFIG``
+    (:mod:`train.distributed`); every worker returns ``run_dir``, which only the chief
+    writes."""
+    from train.distributed import read_tf_config
+
+    role = read_tf_config() if config.multi_worker else None  # before TensorFlow starts
     import keras
 
     policy = keras.mixed_precision.global_policy()
-    try:
-        return _run(config, data, RunFolder(run_dir), verbose)
-    finally:
-        keras.mixed_precision.set_global_policy(policy)  # process-wide: leave it as found
+    with contextlib.ExitStack() as cleanup:
+        try:
+            return _run(config, data, RunFolder(run_dir), verbose, role, cleanup)
+        finally:
+            keras.mixed_precision.set_global_policy(policy)  # process-wide: leave it as found
 
 
-def _run(config: TrainConfig, data: str, run: RunFolder, verbose: int | str) -> Path:
+def join_cluster(
+    cluster: Cluster,
+    run: RunFolder,
+    config: TrainConfig,
+    data: str,
+    cleanup: contextlib.ExitStack,
+) -> RunFolder:
+    """Start or resume a multi-worker run; returns the folder this process writes.
+
+    The chief prepares its run folder as a single process would and sends the workers its
+    resumable state (:meth:`RunFolder.resume_files`); each worker copies it into a scratch
+    folder (removed by ``cleanup``) and checks its own settings against the chief's there.
+    A refusal on any worker stops every worker (none is left waiting for the others).
+    """
+    from train.distributed import pack_files, scratch_dir, unpack_files
+
+    role = cluster.role
+    replicas = cluster.strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        # Each replica gets batch_size / replicas of every batch (the global batch is the
+        # configured one); uneven shares would weight the replicas' mean losses unequally.
+        raise RunError(
+            f"--batch-size {config.batch_size} does not split evenly over {replicas} replicas"
+        )
+    refusal = None
+    if role.is_chief:
+        try:
+            prepare_run_folder(run, config, data)
+        except RunError as error:
+            refusal = str(error)
+    chiefs_refusal = cluster.share(refusal.encode() if refusal else None).decode()
+    if chiefs_refusal:
+        raise RunError(refusal or f"the chief refused the run: {chiefs_refusal}")
+    state = cluster.share(pack_files(run.path, run.resume_files()) if role.is_chief else None)
+    local = run
+    if not role.is_chief:
+        scratch = scratch_dir(role)
+        cleanup.callback(shutil.rmtree, scratch, ignore_errors=True)
+        local = RunFolder(scratch / run.name)
+        unpack_files(state, local.path)
+        try:
+            check_same_run(local, config, data)  # the chief's config and dataset, received
+        except RunError as error:
+            refusal = str(error)
+    refused = cluster.count_failures(refusal is not None)
+    if refused:
+        raise RunError(refusal or f"{refused} worker(s) refused the run (their output says why)")
+    logger.info(
+        "%s of %d workers, %d replica(s): writing %s",
+        role,
+        role.workers,
+        replicas,
+        local.path if role.is_chief else f"a scratch copy ({local.path}) of the chief's run",
+    )
+    return local
+
+
+def chiefs_splits(cluster: Cluster, folder: ProtocolFolder, index: DatasetIndex) -> list[Split]:
+    """A protocol's splits as the chief saved them, on every worker (then checked)."""
+    from train.distributed import pack_files, splits_fingerprint, unpack_files
+
+    files = [folder.splits_csv, folder.splits_json]
+    state = cluster.share(pack_files(folder.path, files) if cluster.role.is_chief else None)
+    if not cluster.role.is_chief:
+        unpack_files(state, folder.path)
+    # Read back on every worker, the chief too, so that all hold the same rows in the same
+    # order (the order decides the shuffled batches each replica gets its share of).
+    splits = folder.read_splits(index)
+    cluster.agree(f"{folder.name} splits", splits_fingerprint(splits))
+    return splits
+
+
+def _run(
+    config: TrainConfig,
+    data: str,
+    run: RunFolder,
+    verbose: int | str,
+    role: WorkerRole | None = None,
+    cleanup: contextlib.ExitStack | None = None,
+) -> Path:
     # Imported here, not at the top: they import TensorFlow, and `--help` or a refused
     # configuration should answer at once.
     from model.artifact import read_card
     from model.config import ModelConfig
     from model.network import build_model
     from train.dataset import format_summary, index_dataset
+    from train.distributed import Cluster, splits_fingerprint
     from train.evaluation import protocol_evaluation
     from train.pipeline import image_sizes, load_images
     from train.report import write_report
     from train.splits import format_audits
     from train.trainer import RunData, compute_features, train_fold
 
-    prepare_run_folder(run, config, data)
-    strategy = configure_tensorflow(config)
+    cluster = None
+    chief_run = run
+    if role is None:
+        prepare_run_folder(run, config, data)
+        strategy = configure_tensorflow(config)
+    else:
+        strategy = configure_tensorflow(config)  # the strategy first: see there
+        cluster = Cluster(strategy, role)
+        run = join_cluster(cluster, run, config, data, cleanup or contextlib.ExitStack())
     index = index_dataset(data)
     print(format_summary(index.images, index.skipped))
     run.write_skipped(index.skipped)
@@ -278,6 +407,9 @@ def _run(config: TrainConfig, data: str, run: RunFolder, verbose: int | str) -> 
         spec = PROTOCOLS[name]
         folder = run.protocol(name)
         splits = folder.load_or_make_splits(index, name, **spec.split_options(config))
+        if cluster is not None:
+            splits = chiefs_splits(cluster, folder, index)
+        logger.info("%s splits: fingerprint %s", name, splits_fingerprint(splits))
         splits_by_protocol[name] = splits
         print(format_audits(splits))
         documents = []
@@ -303,6 +435,9 @@ def _run(config: TrainConfig, data: str, run: RunFolder, verbose: int | str) -> 
         ):
             served = (name, splits[0].name)
 
+    if cluster is not None and not cluster.role.is_chief:
+        print(f"\n{cluster.role}: training done; the chief writes {chief_run.path}")
+        return chief_run.path
     assert served is not None
     served_split = next(s for s in splits_by_protocol[served[0]] if s.name == served[1])
     summary = RunSummary(
@@ -412,9 +547,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:
         from model.errors import ModelCoreError
         from train.dataset import DatasetError
+        from train.distributed import DistributedError
         from train.splits import SplitError
 
-        if isinstance(error, (DatasetError, ModelCoreError, SplitError)):
+        if isinstance(error, (DatasetError, DistributedError, ModelCoreError, SplitError)):
             print(f"error: {error}", file=sys.stderr)
             return 2
         raise

@@ -486,6 +486,39 @@ class RunFolder:
     def mark_complete(self) -> None:
         write_text_atomically(self.complete_marker, "complete\n")
 
+    def resume_files(self) -> list[Path]:
+        """The files a resumed run decides from: ``config.json`` and ``data.txt``, every
+        protocol's splits, finished folds' ``metrics.json`` and unfinished folds'
+        ``checkpoint/`` (without the hidden staging folders of a killed save). A multi-worker
+        run's chief sends exactly these to its workers (:mod:`train.distributed`); models,
+        predictions, logs and caches stay with the chief.
+        """
+        files = [path for path in (self.config_json, self.data_txt) if path.is_file()]
+        if not self.path.is_dir():
+            return files
+        for protocol_dir in sorted(self.path.iterdir()):
+            protocol = ProtocolFolder(protocol_dir)
+            if not protocol.splits_json.is_file():
+                continue
+            files += [
+                path for path in (protocol.splits_csv, protocol.splits_json) if path.is_file()
+            ]
+            for fold_dir in sorted(entry for entry in protocol_dir.iterdir() if entry.is_dir()):
+                fold = FoldFolder(fold_dir)
+                if fold.is_complete:
+                    files.append(fold.metrics_json)
+                elif fold.checkpoint_dir.is_dir():
+                    files += sorted(
+                        path
+                        for path in fold.checkpoint_dir.rglob("*")
+                        if path.is_file()
+                        and not any(
+                            part.startswith(".")
+                            for part in path.relative_to(fold.checkpoint_dir).parts
+                        )
+                    )
+        return files
+
     # --- files ----------------------------------------------------------------------------
     def start(self, config: TrainConfig, data: str) -> None:
         """Create the folder with its dataset and config (the config last: it marks the

@@ -47,7 +47,7 @@ from model.network import (
     feature_extractor,
 )
 from model.quality import ImageProfile
-from train.config import TrainConfig
+from train.config import TrainConfig, steps_per_execution_for
 from train.evaluation import fold_evaluation
 from train.metrics import ThresholdChoice, evaluate_predictions, select_threshold
 from train.metrics import calibration as reliability
@@ -245,6 +245,8 @@ def train_fold(
     history: list[dict[str, Any]] = []
     best = None
     initial_epoch = 0
+    steps = config.steps_per_epoch or max(1, math.ceil(len(rows["train"]) / config.batch_size))
+    execution = steps_per_execution_for(steps, config.steps_per_execution)
     resume_from = latest_checkpoint(checkpoints)
     remove_stale_checkpoints(checkpoints, keep=resume_from.name if resume_from else None)
     with strategy.scope():
@@ -256,15 +258,20 @@ def train_fold(
             folder.write_history(history)
             network = keras.saving.load_model(resume_from / "model.keras")
             network.jit_compile = config.xla
+            network.steps_per_execution = execution  # what compile() sets
             logger.info(
                 "%s: resuming after epoch %d from %s", split.name, initial_epoch, resume_from
             )
         elif use_features:
             network = build_head_model(data.features.shape[1], model_config, seed=config.seed)
-            compile_model(network, config.learning_rate, jit_compile=config.xla)
+            compile_model(
+                network, config.learning_rate, jit_compile=config.xla, steps_per_execution=execution
+            )
         else:
             network = build_model(model_config, _weights(config), config.freeze, config.seed)
-            compile_model(network, config.learning_rate, jit_compile=config.xla)
+            compile_model(
+                network, config.learning_rate, jit_compile=config.xla, steps_per_execution=execution
+            )
 
     logger.info(
         "%s: XLA %s, precision policy %s, %d replica(s)",
@@ -281,7 +288,7 @@ def train_fold(
         RunCheckpoint(folder, history, "val_loss" if has_val else None, best),
         keras.callbacks.TensorBoard(log_dir=str(folder.tensorboard_dir)),
     ]
-    steps = config.steps_per_epoch or max(1, math.ceil(len(rows["train"]) / config.batch_size))
+    logger.info("%s: %d steps per epoch, %d per execution", split.name, steps, execution)
     if initial_epoch < config.epochs:
         network.fit(
             dataset("train", training=True),
