@@ -442,7 +442,7 @@ def synthetic_he_tile(rng: np.random.Generator, size: tuple[int, int] = (96, 144
 def _macenko(pixels: np.ndarray, reference: StainReference) -> tuple[np.ndarray, str | None]:
     """Unmix with the image's own stain vectors (fitted on its tissue), re-mix with the
     reference's. Same arithmetic as torchstain's ``normalize``, with the statistics taken on
-    the tissue only."""
+    the tissue only and two clamps (below)."""
     estimate = _torchstain_macenko()
     estimate.fit(
         pixels[tissue_mask(pixels)][:, None, :],
@@ -454,8 +454,11 @@ def _macenko(pixels: np.ndarray, reference: StainReference) -> tuple[np.ndarray,
     problem = _stain_matrix_problem(matrix, maximum)
     if problem:
         return pixels, problem
-    density = optical_density(pixels).reshape(-1, 3).T  # (3, n)
-    concentrations = np.linalg.pinv(matrix) @ density  # least squares, as torchstain's lstsq
+    # Brighter than the modelled light (glass above 240) is no stain, not negative stain;
+    # and a negative amount of a stain is an unmixing artefact. Without both clamps such
+    # pixels come back in colours no slide has (cyan specks on the glass, seen on the sample).
+    density = np.maximum(optical_density(pixels), 0.0).reshape(-1, 3).T  # (3, n)
+    concentrations = np.maximum(np.linalg.pinv(matrix) @ density, 0.0)  # least squares
     scale = maximum / np.asarray(reference.max_concentrations)
     remixed = TRANSMITTED_LIGHT * np.exp(
         -np.asarray(reference.stain_matrix) @ (concentrations / scale[:, None])
