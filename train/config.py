@@ -129,6 +129,11 @@ class TrainConfig:
         }
 
 
+SPEED_ONLY_FIELDS = frozenset({"steps_per_execution"})
+"""Fields that change how fast a run trains, not what it computes (the same steps, the same
+numbers): a run resumes under a new value (e.g. a run started before the paper preset's GPU
+value existed)."""
+
 RETIRED_FIELDS = frozenset({"max_images"})
 """Fields of ``config.json`` files written by earlier versions, ignored when read."""
 

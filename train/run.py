@@ -28,7 +28,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from model.files import file_sha256
-from train.config import PAPER_STEPS_PER_EXECUTION, PRESETS, TrainConfig, resolve_config
+from train.config import (
+    PAPER_STEPS_PER_EXECUTION,
+    PRESETS,
+    SPEED_ONLY_FIELDS,
+    TrainConfig,
+    resolve_config,
+)
 from train.protocols import PROTOCOLS
 from train.run_folder import DatasetFacts, ProtocolFolder, RunFolder, RunSummary
 
@@ -184,7 +190,11 @@ def prepare_run_folder(run: RunFolder, config: TrainConfig, data: str) -> None:
 
 def check_same_run(run: RunFolder, config: TrainConfig, data: str) -> None:
     """Refuse a started run folder whose settings or dataset are not these."""
-    differences = run.read_config().differences(config)
+    differences = {
+        key: values
+        for key, values in run.read_config().differences(config).items()
+        if key not in SPEED_ONLY_FIELDS
+    }
     if differences:
         listed = ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in differences.items())
         raise RunError(

@@ -40,3 +40,21 @@ def test_config_json_round_trip_and_retired_fields():
     assert TrainConfig.from_json(json.dumps(older)) == config
     with pytest.raises(TypeError):
         TrainConfig.from_json(json.dumps(older | {"no_such_field": 1}))
+
+
+def test_a_run_resumes_under_another_steps_per_execution_but_not_other_settings(tmp_path):
+    """A paper run started with steps_per_execution 1 (before the preset's GPU value) resumes
+    with today's preset; a setting that changes the numbers is still refused."""
+    from dataclasses import replace
+
+    import pytest
+
+    from train.run import RunError, prepare_run_folder
+    from train.run_folder import RunFolder
+
+    run = RunFolder(tmp_path / "paper")
+    started = replace(resolve_config("paper"), steps_per_execution=1)
+    prepare_run_folder(run, started, str(tmp_path))
+    prepare_run_folder(run, resolve_config("paper"), str(tmp_path))  # resumes
+    with pytest.raises(RunError, match="learning_rate"):
+        prepare_run_folder(run, replace(started, learning_rate=1e-3), str(tmp_path))
