@@ -246,12 +246,8 @@ def fit_reference(
         )
     tissue = np.concatenate([image[tissue_mask(image)] for image in usable])[:, None, :]
     if method == "macenko":
-        normaliser = _torchstain_macenko()
         with _numerical_errors_raised():
-            normaliser.fit(
-                tissue, Io=TRANSMITTED_LIGHT, alpha=ANGLE_PERCENTILE, beta=TISSUE_OPTICAL_DENSITY
-            )
-        matrix, maximum = np.asarray(normaliser.HERef), np.asarray(normaliser.maxCRef)
+            matrix, maximum = _fit_macenko(tissue)
         problem = _stain_matrix_problem(matrix, maximum)
         if problem:
             raise ValueError(f"the Macenko reference is unusable: {problem}")
@@ -350,16 +346,9 @@ def estimate_stain_matrix(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray] |
         return None
     try:
         with _numerical_errors_raised():
-            normaliser = _torchstain_macenko()
-            normaliser.fit(
-                pixels[tissue_mask(pixels)][:, None, :],
-                Io=TRANSMITTED_LIGHT,
-                alpha=ANGLE_PERCENTILE,
-                beta=TISSUE_OPTICAL_DENSITY,
-            )
+            matrix, maximum = _fit_macenko(pixels[tissue_mask(pixels)])
     except (np.linalg.LinAlgError, FloatingPointError, ValueError, RuntimeWarning):
         return None
-    matrix, maximum = np.asarray(normaliser.HERef), np.asarray(normaliser.maxCRef)
     if _stain_matrix_problem(matrix, maximum):
         return None
     return matrix, maximum
@@ -443,14 +432,7 @@ def _macenko(pixels: np.ndarray, reference: StainReference) -> tuple[np.ndarray,
     """Unmix with the image's own stain vectors (fitted on its tissue), re-mix with the
     reference's. Same arithmetic as torchstain's ``normalize``, with the statistics taken on
     the tissue only and two clamps (below)."""
-    estimate = _torchstain_macenko()
-    estimate.fit(
-        pixels[tissue_mask(pixels)][:, None, :],
-        Io=TRANSMITTED_LIGHT,
-        alpha=ANGLE_PERCENTILE,
-        beta=TISSUE_OPTICAL_DENSITY,
-    )
-    matrix, maximum = np.asarray(estimate.HERef), np.asarray(estimate.maxCRef)
+    matrix, maximum = _fit_macenko(pixels[tissue_mask(pixels)])
     problem = _stain_matrix_problem(matrix, maximum)
     if problem:
         return pixels, problem
@@ -515,10 +497,19 @@ def _stain_matrix_problem(matrix: np.ndarray, maximum: np.ndarray) -> str | None
     return None
 
 
-def _torchstain_macenko() -> Any:
+def _fit_macenko(tissue: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """torchstain's Macenko fit on tissue pixels (any shape ending in 3): the stain vectors
+    (3, 2) and the maximum concentrations (2,)."""
     from torchstain.numpy.normalizers import NumpyMacenkoNormalizer
 
-    return NumpyMacenkoNormalizer()
+    normaliser = NumpyMacenkoNormalizer()
+    normaliser.fit(
+        tissue.reshape(-1, 1, 3),
+        Io=TRANSMITTED_LIGHT,
+        alpha=ANGLE_PERCENTILE,
+        beta=TISSUE_OPTICAL_DENSITY,
+    )
+    return np.asarray(normaliser.HERef), np.asarray(normaliser.maxCRef)
 
 
 _BLAS_LOCK = threading.Lock()

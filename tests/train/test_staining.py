@@ -17,6 +17,7 @@ from model.artifact import read_card
 from model.config import InputSpec
 from model.preprocessing import load_image_file, prepare_input, resize_to_input
 from model.stain import synthetic_he_tile, tissue_mask
+from tests.app.helpers import png_bytes
 from train.pipeline import load_images, macenko_jitter
 from train.run import main
 from train.staining import fit_fold_reference, stain_matrices
@@ -98,7 +99,7 @@ def test_the_served_model_applies_its_reference(stain_run: Path, synthetic: Path
     assert analysis.stain_applied == expected.stain.applied
     np.testing.assert_array_equal(analysis.seen, expected.seen)
     assert not np.array_equal(analysis.seen, resize_to_input(load_image_file(path), spec))
-    white = analyzer.analyze(_png(np.full((460, 700, 3), 250, np.uint8)))
+    white = analyzer.analyze(png_bytes(np.full((460, 700, 3), 250, np.uint8)))
     assert not white.stain_applied
     assert any(note.startswith("stain normalisation (Macenko) skipped") for note in white.notes)
 
@@ -163,13 +164,3 @@ def test_macenko_jitter_changes_stains_not_glass() -> None:
     stained = tissue_change[:, tiles.shape[1] // 6 :][tissue_mask(tiles[:, tiles.shape[1] // 6 :])]
     assert stained.mean() > 5.0
     assert glass_strip.max() <= 1.0
-
-
-def _png(pixels: np.ndarray) -> bytes:
-    import io
-
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
