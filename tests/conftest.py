@@ -17,11 +17,24 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 BREAKHIS_SAMPLE = REPO_ROOT.parent / "shared" / "breakhis-sample"
 
 
+REQUIRE_SAMPLE = "BCD_REQUIRE_SAMPLE"
+"""Set (to anything but empty or 0) by ``.ci/run``: there a missing sample is an error, so
+the real-image tests cannot silently turn into skips."""
+
+
+def sample_missing(reason: str) -> None:
+    """Skip the test, or fail it where the sample is required (:data:`REQUIRE_SAMPLE`)."""
+    if os.environ.get(REQUIRE_SAMPLE, "") not in ("", "0"):
+        pytest.fail(f"{reason}, and {REQUIRE_SAMPLE} says the real sample is required here")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def breakhis_sample() -> Path:
-    """Root of the 34 real BreakHis images (official archive layout); skip when absent."""
+    """Root of the 34 real BreakHis images (official archive layout); skip when absent
+    (fail under ``BCD_REQUIRE_SAMPLE``)."""
     if not (BREAKHIS_SAMPLE / "BreaKHis_v1").is_dir():
-        pytest.skip(f"real BreakHis sample not found at {BREAKHIS_SAMPLE}")
+        sample_missing(f"real BreakHis sample not found at {BREAKHIS_SAMPLE}")
     return BREAKHIS_SAMPLE
 
 
