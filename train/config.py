@@ -70,6 +70,12 @@ class TrainConfig:
             less. Must divide ``steps_per_epoch``; with one-pass epochs the trainer uses the
             largest divisor of the epoch's steps up to this value
             (:func:`steps_per_execution_for`).
+        augment_on_device: run the training augmentation inside the compiled train step (a
+            Keras layer in front of the network while it trains, never in the saved model),
+            so on a GPU it runs on the GPU instead of in ``tf.data`` on the host; the same
+            augmentation (:class:`train.pipeline.DeviceAugmentation`). The ``paper`` preset
+            sets it; the HED or no stain augmentation only (Macenko augmentation needs each
+            image's stain vectors, which live in ``tf.data``).
         deterministic: ask TensorFlow for deterministic ops (slower).
         calibration: post-hoc calibration of the logit fitted on the validation part
             (``temperature``, ``platt`` or ``none``; see :mod:`model.calibration`).
@@ -108,6 +114,7 @@ class TrainConfig:
     extra: dict[str, Any] = field(default_factory=dict)
     multi_worker: bool = False
     steps_per_execution: int = 1
+    augment_on_device: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -129,7 +136,7 @@ class TrainConfig:
         }
 
 
-SPEED_ONLY_FIELDS = frozenset({"steps_per_execution"})
+SPEED_ONLY_FIELDS = frozenset({"steps_per_execution", "augment_on_device"})
 """Fields that change how fast a run trains, not what it computes (the same steps, the same
 numbers): a run resumes under a new value (e.g. a run started before the paper preset's GPU
 value existed)."""
@@ -144,7 +151,7 @@ epoch. It applies wherever the preset runs; on a CPU it changes nothing but how 
 progress bar moves."""
 
 PRESETS: dict[str, TrainConfig] = {
-    "paper": TrainConfig(steps_per_execution=PAPER_STEPS_PER_EXECUTION),
+    "paper": TrainConfig(steps_per_execution=PAPER_STEPS_PER_EXECUTION, augment_on_device=True),
     "quick": TrainConfig(
         preset="quick",
         freeze="base",
@@ -187,6 +194,8 @@ def resolve_config(preset: str, overrides: dict[str, Any] | None = None) -> Trai
         changes["feature_cache"] = False
     if not changes.get("feature_cache", base.feature_cache) and "augment" not in changes:
         changes["augment"] = PRESETS["paper"].augment
+    if changes.get("stain_augment") == "macenko" and "augment_on_device" not in changes:
+        changes["augment_on_device"] = False  # a preset's speed setting gives way
     if "steps_per_execution" not in changes:
         changes["steps_per_execution"] = _implied_steps_per_execution(base, changes)
     config = replace(base, **changes)
@@ -246,6 +255,11 @@ def validate(config: TrainConfig) -> None:
     if config.stain_augment not in ("hed", "macenko", "none"):
         raise ValueError(
             f"stain_augment must be hed, macenko or none, not {config.stain_augment!r}"
+        )
+    if config.augment_on_device and config.stain_augment == "macenko":
+        raise ValueError(
+            "--stain-augment macenko runs in tf.data (it needs each image's stain vectors): "
+            "use it with --no-augment-on-device"
         )
     if config.stain_augment == "macenko" and not config.augment:
         raise ValueError(

@@ -196,6 +196,71 @@ def make_augmenter(seed: int | None = None) -> keras.Sequential:
     )
 
 
+def augment_pixels(
+    pixels: tf.Tensor,
+    augmenter: keras.Sequential,
+    seed: int | None,
+    stain_augment: str = "hed",
+    matrices: tf.Tensor | None = None,
+) -> tf.Tensor:
+    """The training augmentation of a batch of RGB pixels in [0, 255] (float32), wherever it
+    runs: in ``tf.data`` (:func:`make_dataset`) or in the train step
+    (:class:`DeviceAugmentation`)."""
+    if stain_augment == "macenko":
+        # On the colours as scanned: the stain vectors were estimated on them.
+        pixels = macenko_jitter(pixels, matrices, seed=seed)
+    pixels = augmenter(random_quarter_turn(pixels, seed=seed), training=True)
+    # HED jitter last, as every run before stain options existed had it.
+    return hed_jitter(pixels, seed=seed) if stain_augment == "hed" else pixels
+
+
+@keras.saving.register_keras_serializable(package="bcd")
+class DeviceAugmentation(keras.layers.Layer):
+    """The training augmentation as a layer in front of the network while it trains, so it
+    runs inside the compiled train step (on the GPU) rather than in ``tf.data`` on the host.
+
+    It takes the normalised network input, undoes the ResNet normalisation, applies
+    :func:`augment_pixels` and normalises again; at inference (``training=False``: validation,
+    test, serving) it passes the input through. Only the trainer's wrapper holds it; the
+    saved, served network never does.
+    """
+
+    def __init__(
+        self,
+        channel_mean_bgr: tuple[float, float, float],
+        stain_augment: str = "hed",
+        seed: int | None = None,
+        **kwargs: object,
+    ) -> None:
+        kwargs.setdefault("dtype", "float32")  # log/exp of the stain jitter stay float32
+        super().__init__(**kwargs)
+        if stain_augment == "macenko":
+            raise ValueError("Macenko stain augmentation needs each image's stain vectors")
+        self.channel_mean_bgr = tuple(float(v) for v in channel_mean_bgr)
+        self.stain_augment = stain_augment
+        self.seed = seed
+        self.augmenter = make_augmenter(seed)
+
+    def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        if not training:
+            return inputs
+        mean = tf.constant(self.channel_mean_bgr, tf.float32)
+        pixels = (tf.cast(inputs, tf.float32) + mean)[..., ::-1]  # BGR - mean -> RGB
+        pixels = augment_pixels(pixels, self.augmenter, self.seed, self.stain_augment)
+        return pixels[..., ::-1] - mean
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return input_shape
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "channel_mean_bgr": self.channel_mean_bgr,
+            "stain_augment": self.stain_augment,
+            "seed": self.seed,
+        }
+
+
 def make_dataset(
     images: np.ndarray,
     labels: np.ndarray,
@@ -235,13 +300,7 @@ def make_dataset(
         augmenter = make_augmenter(seed)
 
         def augmented(x: tf.Tensor, matrices: tf.Tensor) -> tf.Tensor:
-            x = tf.cast(x, tf.float32)
-            if stain_augment == "macenko":
-                # On the colours as scanned: the stain vectors were estimated on them.
-                x = macenko_jitter(x, matrices, seed=seed)
-            x = augmenter(random_quarter_turn(x, seed=seed), training=True)
-            # HED jitter last, as every run before stain options existed had it.
-            return hed_jitter(x, seed=seed) if stain_augment == "hed" else x
+            return augment_pixels(tf.cast(x, tf.float32), augmenter, seed, stain_augment, matrices)
 
         dataset = dataset.map(
             lambda xm, y: (augmented(*xm), y), num_parallel_calls=tf.data.AUTOTUNE

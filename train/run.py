@@ -132,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="training steps per call into the compiled step (paper preset: "
         f"{PAPER_STEPS_PER_EXECUTION}, a GPU value; others: 1)",
     )
+    parser.add_argument(
+        "--augment-on-device",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="augment inside the compiled train step (on the GPU) instead of in tf.data "
+        "(paper preset: on)",
+    )
     parser.add_argument("--quiet", action="store_true", help="one line per epoch, no bars")
     return parser
 
@@ -164,6 +171,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             "multi_gpu",
             "multi_worker",
             "steps_per_execution",
+            "augment_on_device",
             "deterministic",
         )
     }

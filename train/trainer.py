@@ -51,7 +51,12 @@ from train.config import TrainConfig, steps_per_execution_for
 from train.evaluation import fold_evaluation
 from train.metrics import ThresholdChoice, evaluate_predictions, select_threshold
 from train.metrics import calibration as reliability
-from train.pipeline import describe_augmentation, make_dataset, save_array_atomically
+from train.pipeline import (
+    DeviceAugmentation,
+    describe_augmentation,
+    make_dataset,
+    save_array_atomically,
+)
 from train.protocols import protocol as protocol_spec
 from train.run_folder import FoldDocument, FoldFolder
 from train.splits import Split
@@ -227,7 +232,7 @@ def train_fold(
             return _feature_dataset(
                 inputs(part), labels[part], config.batch_size, training, config.seed
             )
-        augment = config.augment and training
+        augment = config.augment and training and not on_device
         if augment and config.stain_augment == "macenko" and part not in matrices:
             matrices[part] = stain_matrices(inputs(part), model_config.input.stain_reference)
         return make_dataset(
@@ -245,6 +250,7 @@ def train_fold(
     history: list[dict[str, Any]] = []
     best = None
     initial_epoch = 0
+    on_device = config.augment and config.augment_on_device and not use_features
     steps = config.steps_per_epoch or max(1, math.ceil(len(rows["train"]) / config.batch_size))
     execution = steps_per_execution_for(steps, config.steps_per_execution)
     resume_from = latest_checkpoint(checkpoints)
@@ -259,6 +265,8 @@ def train_fold(
             network = keras.saving.load_model(resume_from / "model.keras")
             network.jit_compile = config.xla
             network.steps_per_execution = execution  # what compile() sets
+            # The checkpoint says where its augmentation ran (a wrapper holds the layer).
+            on_device = _is_device_wrapper(network)
             logger.info(
                 "%s: resuming after epoch %d from %s", split.name, initial_epoch, resume_from
             )
@@ -269,6 +277,8 @@ def train_fold(
             )
         else:
             network = build_model(model_config, _weights(config), config.freeze, config.seed)
+            if on_device:
+                network = _device_wrapper(network, model_config, config)
             compile_model(
                 network, config.learning_rate, jit_compile=config.xla, steps_per_execution=execution
             )
@@ -302,6 +312,8 @@ def train_fold(
     final = latest_checkpoint(checkpoints)
     if has_val and final is not None and (final / "best.weights.h5").exists():
         network.load_weights(final / "best.weights.h5")  # model selection on validation
+    if on_device:
+        network = _inner_network(network)  # the augmentation layer stays behind
 
     logit_model = keras.Model(network.inputs, network.get_layer(LOGIT_LAYER).output)
 
@@ -509,6 +521,29 @@ def float32_copy(network: keras.Model, model_config: ModelConfig) -> keras.Model
     finally:
         keras.mixed_precision.set_global_policy(policy)
     return served
+
+
+def _device_wrapper(
+    network: keras.Model, model_config: ModelConfig, config: TrainConfig
+) -> keras.Model:
+    """The network behind :class:`~train.pipeline.DeviceAugmentation`: what trains (and is
+    checkpointed) when the augmentation runs in the train step."""
+    image = keras.Input(shape=model_config.input.shape, name="image")
+    augmented = DeviceAugmentation(
+        model_config.input.channel_mean_bgr,
+        config.stain_augment,
+        config.seed,
+        name="device_augmentation",
+    )(image)
+    return keras.Model(image, network(augmented), name="training_wrapper")
+
+
+def _is_device_wrapper(model: keras.Model) -> bool:
+    return any(isinstance(layer, DeviceAugmentation) for layer in model.layers)
+
+
+def _inner_network(wrapper: keras.Model) -> keras.Model:
+    return next(layer for layer in wrapper.layers if isinstance(layer, keras.Model))
 
 
 def _weights(config: TrainConfig) -> str | None:

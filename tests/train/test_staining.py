@@ -164,3 +164,52 @@ def test_macenko_jitter_changes_stains_not_glass() -> None:
     stained = tissue_change[:, tiles.shape[1] // 6 :][tissue_mask(tiles[:, tiles.shape[1] // 6 :])]
     assert stained.mean() > 5.0
     assert glass_strip.max() <= 1.0
+
+
+# --- augmentation in the train step -------------------------------------------------------
+def test_device_augmentation_is_the_pipelines_augmentation_and_identity_at_inference() -> None:
+    from model.preprocessing import normalise
+    from train.pipeline import DeviceAugmentation
+
+    spec = InputSpec()
+    tiles = np.stack([synthetic_he_tile(np.random.default_rng(k)) for k in range(4)])
+    inputs = tf.constant(normalise(tiles.astype(np.float32), spec))
+    layer = DeviceAugmentation(spec.channel_mean_bgr, "hed", seed=3)
+    np.testing.assert_array_equal(layer(inputs, training=False).numpy(), inputs.numpy())
+    augmented = layer(inputs, training=True).numpy()
+    assert augmented.shape == inputs.shape
+    assert np.abs(augmented - inputs.numpy()).mean() > 1.0
+    # Back in pixel terms it stays an image (the normalisation was undone and redone).
+    pixels = (augmented + np.asarray(spec.channel_mean_bgr, np.float32))[..., ::-1]
+    assert pixels.min() >= -1e-3 and pixels.max() <= 255.0 + 1e-3
+    again = DeviceAugmentation.from_config(layer.get_config())
+    assert (again.stain_augment, again.seed) == ("hed", 3)
+
+
+def test_fine_tuning_with_augmentation_in_the_train_step(synthetic: Path, tmp_path: Path) -> None:
+    """The wrapper trains and is checkpointed; the served network has no augmentation layer
+    and is the plain architecture (what the app loads)."""
+    import keras
+
+    from train.trainer import _is_device_wrapper, latest_checkpoint
+
+    args = ["--preset", "smoke", "--data", str(synthetic), "--runs-dir", str(tmp_path)]
+    args += ["--quiet", "--freeze", "conv4", "--augment", "--augment-on-device", "--epochs", "2"]
+    assert main([*args, "--bootstrap", "10", "--name", "device"]) == 0
+    fold = tmp_path / "device" / "patient" / "patient-fold1"
+    checkpoint = keras.saving.load_model(latest_checkpoint(fold / "checkpoint") / "model.keras")
+    assert _is_device_wrapper(checkpoint)
+    served = Analyzer.from_path(tmp_path / "device")
+    names = {layer.name for layer in served.artifact.model.layers}
+    assert "device_augmentation" not in names and "conv5_block3_out" in names
+    history = pd.read_csv(fold / "history.csv")
+    assert len(history) == 2
+
+
+def test_the_paper_preset_augments_in_the_train_step_unless_told_otherwise() -> None:
+    from train.config import resolve_config
+
+    assert resolve_config("paper").augment_on_device
+    assert not resolve_config("paper", {"stain_augment": "macenko"}).augment_on_device
+    with pytest.raises(ValueError, match="no-augment-on-device"):
+        resolve_config("paper", {"stain_augment": "macenko", "augment_on_device": True})
