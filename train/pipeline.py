@@ -241,6 +241,10 @@ class DeviceAugmentation(keras.layers.Layer):
         self.seed = seed
         self.augmenter = make_augmenter(seed)
 
+    def build(self, input_shape: tuple) -> None:
+        self.augmenter.build(input_shape)  # its random layers' seed state
+        super().build(input_shape)
+
     def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         if not training:
             return inputs
