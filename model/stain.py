@@ -330,15 +330,6 @@ def normalise_stain(pixels: np.ndarray, reference: StainReference) -> StainOutco
     return StainOutcome(np.clip(np.rint(normalised), 0, 255).astype(np.uint8), True)
 
 
-def normalise_stains(
-    images: np.ndarray, reference: StainReference
-) -> tuple[np.ndarray, list[str | None]]:
-    """:func:`normalise_stain` over a batch (n, h, w, 3): the images and each one's note."""
-    outcomes = [normalise_stain(image, reference) for image in images]
-    stacked = np.stack([o.pixels for o in outcomes]) if outcomes else images.copy()
-    return stacked, [o.note for o in outcomes]
-
-
 def estimate_stain_matrix(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """An image's own Macenko stain vectors (3, 2) and maximum concentrations (2,), from its
     tissue pixels; ``None`` when they cannot be estimated (see :func:`normalise_stain`)."""
