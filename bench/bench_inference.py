@@ -11,6 +11,9 @@ Stages, for one real 700x460 BreakHis image (or a synthetic one when the sample 
   fused                        Analyzer.analyze + overlay: probability and Grad-CAM share one
                                pass (what the app runs per image)
   naive                        model.predict + a fresh tf-keras-vis Gradcam + the same overlay
+  maps, batch of 32            per method (Grad-CAM, Grad-CAM++, LayerCAM): the traced
+                               single-pass map against tf-keras-vis on the same layer and
+                               score (instance reused), per image
 
 Usage:
     python -m bench.bench_inference [--repeats 30] [--naive-repeats 5] [--image PATH]
@@ -69,6 +72,7 @@ def main() -> None:
     parser.add_argument("--image", help="image file (default: a real 40X sample image)")
     args = parser.parse_args()
 
+    import numpy as np
     import tensorflow as tf
     from tf_keras_vis.gradcam import Gradcam
     from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
@@ -122,8 +126,6 @@ def main() -> None:
     # The same network with a card that has a calibration and a feature summary (fitted on
     # the features of noisy copies of the image: the numbers do not matter, the cost does).
     from dataclasses import replace
-
-    import numpy as np
 
     from model.applicability import fit_feature_summary
     from model.calibration import Calibration
@@ -188,6 +190,19 @@ def main() -> None:
             naive, args.naive_repeats, warmup=1
         ),
     }
+    batch = np.repeat(inputs, 32, axis=0)
+    for method in ("gradcam", "gradcam++", "layercam"):
+        for fast in (True, False):
+            label = f"map per image, batch of 32: {method}, " + (
+                "traced single pass" if fast else "tf-keras-vis (baseline)"
+            )
+            results[label] = median_ms(
+                lambda method=method, fast=fast: analyzer.explainer.explain(
+                    batch, method, fast=fast
+                ),
+                max(3, args.naive_repeats),
+                warmup=1,
+            ) / len(batch)
     print(
         f"image: {name} ({decoded.width}x{decoded.height}); TensorFlow {tf.__version__}; "
         f"{os.cpu_count()} CPU cores; medians of {args.repeats} runs "

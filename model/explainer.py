@@ -1,10 +1,13 @@
 """Class-activation maps (Grad-CAM, Grad-CAM++, LayerCAM) for the malignancy output.
 
-All three run through tf-keras-vis on a named layer, with ``seek_penultimate_conv_layer=False``
-(the layer is exactly the one asked for) and ``ReplaceToLinear`` (the score is the pre-sigmoid
-logit, so a saturated sigmoid does not give an all-zero map). Plain Grad-CAM also has a fast
-path: the same computation as one traced ``tf.function`` that returns the map and the
-probability from a single forward/backward pass (tests check it agrees with tf-keras-vis).
+All three are the maps tf-keras-vis computes on a named layer, with
+``seek_penultimate_conv_layer=False`` (the layer is exactly the one asked for) and
+``ReplaceToLinear`` (the score is the pre-sigmoid logit, so a saturated sigmoid does not give an
+all-zero map). By default each runs as one traced ``tf.function`` that returns the map and the
+probability from a single forward/backward pass (:func:`cam_graph`): the three methods differ
+only in how they weigh the same gradients of the score with respect to the layer's
+activations. tf-keras-vis itself stays as the reference (:meth:`Explainer.reference`); tests
+check every method, layer and target agrees with it.
 
 Maps come back at the layer's own resolution, normalised to [0, 1] per image as tf-keras-vis
 does; :func:`model.overlay.upsample_heatmap` brings them to the original image size. A map
@@ -59,6 +62,7 @@ __all__ = [
     "Explainer",
     "Explanation",
     "Target",
+    "cam_graph",
     "forward_graph",
     "gradcam_graph",
 ]
@@ -100,9 +104,8 @@ class Explainer:
         model: the classifier (sigmoid output layer preceded by the ``logit`` layer).
         threshold: decides the predicted class when ``target="predicted"`` (on the network's
             own sigmoid output).
-        fast_gradcam: use the traced single-pass Grad-CAM instead of tf-keras-vis for
-            ``method="gradcam"`` (the same map from one traced pass; timings in
-            docs/benchmarks.md).
+        fast_gradcam: use the traced single-pass maps (all three methods) instead of
+            tf-keras-vis (the same maps from one traced pass; timings in docs/benchmarks.md).
         logit_threshold: the same decision as a raw logit; overrides ``threshold`` (a
             calibrated model's threshold, mapped back: see
             :meth:`model.calibration.Calibration.raw_logit_at`).
@@ -126,7 +129,7 @@ class Explainer:
         self.logit_threshold = float(logit_threshold)
         self.fast_gradcam = fast_gradcam
         self._lock = threading.Lock()
-        self._fast: dict[str, Callable] = {}
+        self._fast: dict[tuple[str, str], Callable] = {}
         self._visualizers: dict[str, object] = {}
         self._forward_fn: Callable | None = None
 
@@ -147,14 +150,15 @@ class Explainer:
             target: which class's evidence to show: the ``"predicted"`` one (per image, by
                 the threshold), or always ``"malignant"`` / ``"benign"``. The benign score is
                 the negated logit.
-            fast: use the single-pass Grad-CAM (``None``: as set at construction).
+            fast: use the traced single-pass map (``None``: as set at construction);
+                ``False`` runs tf-keras-vis.
         """
         if method not in CAM_METHODS:
             raise ValueError(f"method must be one of {tuple(CAM_METHODS)}, got {method!r}")
         self._check_layer(layer)
         inputs = np.asarray(inputs, dtype=np.float32)
-        if method == "gradcam" and (self.fast_gradcam if fast is None else fast):
-            return self._explain_fast(inputs, layer, target)
+        if self.fast_gradcam if fast is None else fast:
+            return self._explain_fast(inputs, method, layer, target)
         logits, features = self._logits_and_features(inputs)
         signs = self._signs(logits, target)
         visualizer = self._visualizer(method)
@@ -179,11 +183,21 @@ class Explainer:
             empty=_is_empty(raw),
         )
 
+    def reference(
+        self,
+        inputs: np.ndarray,
+        method: CamMethod = "gradcam",
+        layer: str = COARSE_LAYER,
+        target: Target = "predicted",
+    ) -> Explanation:
+        """The map through tf-keras-vis, even when the fast path is on (for checks)."""
+        return self.explain(inputs, method, layer, target, fast=False)
+
     def reference_gradcam(
         self, inputs: np.ndarray, layer: str = COARSE_LAYER, target: Target = "predicted"
     ) -> Explanation:
-        """Plain Grad-CAM through tf-keras-vis, even when the fast path is on (for checks)."""
-        return self.explain(inputs, "gradcam", layer, target, fast=False)
+        """Plain Grad-CAM through tf-keras-vis (:meth:`reference` with ``"gradcam"``)."""
+        return self.reference(inputs, "gradcam", layer, target)
 
     def forward(self, inputs: np.ndarray, target: Target = "predicted") -> Explanation:
         """The forward pass alone, without a map (no gradient): logits, the network's
@@ -207,10 +221,12 @@ class Explainer:
             features=features,
         )
 
-    # --- fast Grad-CAM -------------------------------------------------------------------
-    def _explain_fast(self, inputs: np.ndarray, layer: str, target: Target) -> Explanation:
+    # --- traced single-pass maps -----------------------------------------------------------
+    def _explain_fast(
+        self, inputs: np.ndarray, method: CamMethod, layer: str, target: Target
+    ) -> Explanation:
         mode = {"predicted": 0.0, "malignant": 1.0, "benign": -1.0}[target]
-        cams, logits, signs, features = self._fast_fn(layer)(
+        cams, logits, signs, features = self._fast_fn(method, layer)(
             tf.constant(inputs), tf.constant(mode, tf.float32)
         )
         raw = cams.numpy()
@@ -218,7 +234,7 @@ class Explainer:
         return Explanation(
             _normalise(raw),
             sigmoid(logits).astype(np.float32),
-            "gradcam",
+            method,
             layer,
             _target_names(signs.numpy()),
             logits=logits,
@@ -226,15 +242,16 @@ class Explainer:
             empty=_is_empty(raw),
         )
 
-    def _fast_fn(self, layer: str) -> Callable:
+    def _fast_fn(self, method: CamMethod, layer: str) -> Callable:
         with self._lock:
-            if layer not in self._fast:
-                self._fast[layer] = self._trace_fast_gradcam(layer)
-            return self._fast[layer]
+            key = (method, layer)
+            if key not in self._fast:
+                self._fast[key] = self._trace_fast(method, layer)
+            return self._fast[key]
 
-    def _trace_fast_gradcam(self, layer: str) -> Callable:
+    def _trace_fast(self, method: CamMethod, layer: str) -> Callable:
         shape = (None, *self.model.input_shape[1:])
-        traced = tf.function(gradcam_graph(self.model, layer, self.logit_threshold))
+        traced = tf.function(cam_graph(self.model, layer, self.logit_threshold, method))
         return traced.get_concrete_function(
             tf.TensorSpec(shape, tf.float32), tf.TensorSpec((), tf.float32)
         )
@@ -298,13 +315,35 @@ def forward_graph(model: keras.Model) -> Callable[[tf.Tensor], tuple[tf.Tensor, 
 def gradcam_graph(
     model: keras.Model, layer: str, logit_threshold: float
 ) -> Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, ...]]:
-    """The single-pass Grad-CAM as a function to trace: (images, mode) -> (raw maps (n, h, w),
+    """The single-pass Grad-CAM (:func:`cam_graph` with ``"gradcam"``); the serving export
+    (:mod:`model.export`) traces it."""
+    return cam_graph(model, layer, logit_threshold, "gradcam")
+
+
+def cam_graph(
+    model: keras.Model, layer: str, logit_threshold: float, method: CamMethod = "gradcam"
+) -> Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, ...]]:
+    """A single-pass map as a function to trace: (images, mode) -> (raw maps (n, h, w),
     logits (n,), signs (n,), pooled features (n, 2048)).
 
     ``mode`` is 0 for the predicted class (by ``logit_threshold``), 1 for malignant, -1 for
-    benign. The maps are not normalised (see :func:`normalise_maps`). Shared by
-    :class:`Explainer` and the serving export (:mod:`model.export`).
+    benign: the score is the logit times that sign. The maps are not normalised (the
+    :class:`Explainer` normalises per image). Each method weighs the gradients ``g`` of the
+    score with respect to the layer's activations ``A`` as tf-keras-vis does:
+
+    * ``gradcam``: ``relu(sum_c mean_xy(g) * A)``;
+    * ``gradcam++``: ``relu(sum_c w_c * A)`` with ``w_c = sum_xy alpha * relu(g)``,
+      ``alpha = g^2 / (2 g^2 + g^3 sum_xy A)``, normalised to sum 1 per channel;
+    * ``layercam``: ``relu(sum_c relu(g) * A)`` (per position, not per channel).
+
+    Example:
+        >>> graph = cam_graph(build_model(weights=None), COARSE_LAYER, 0.0, "layercam")
+        >>> maps, logits, signs, pooled = graph(tf.zeros((1, 96, 144, 3)), tf.constant(1.0))
+        >>> tuple(maps.shape), tuple(pooled.shape)
+        ((1, 3, 5), (1, 2048))
     """
+    if method not in CAM_METHODS:
+        raise ValueError(f"method must be one of {tuple(CAM_METHODS)}, got {method!r}")
     grad_model = keras.Model(
         model.inputs,
         [
@@ -314,22 +353,56 @@ def gradcam_graph(
         ],
     )
     threshold_logit = float(logit_threshold)
+    weigh = {"gradcam": _gradcam, "gradcam++": _gradcam_plus_plus, "layercam": _layercam}[method]
 
-    def gradcam(images: tf.Tensor, mode: tf.Tensor) -> tuple[tf.Tensor, ...]:
+    def cam(images: tf.Tensor, mode: tf.Tensor) -> tuple[tf.Tensor, ...]:
         with tf.GradientTape() as tape:
             activations, logits, pooled_from = grad_model(images, training=False)
             logits = logits[:, 0]
             predicted = tf.where(logits >= threshold_logit, 1.0, -1.0)
             signs = tf.stop_gradient(tf.where(mode == 0.0, predicted, mode))
             score = tf.reduce_sum(logits * signs)
-        grads = tape.gradient(score, activations)
-        # Grad-CAM: channel weights are the spatially averaged gradients.
-        weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
-        cams = tf.nn.relu(tf.reduce_sum(weights * activations, axis=-1))
+        # The score is a sum over images and each image's logit depends only on its own
+        # input, so one gradient gives every image's own gradient.
+        grads = tf.cast(tape.gradient(score, activations), tf.float32)
+        activations = tf.cast(activations, tf.float32)
+        cams = tf.nn.relu(weigh(grads, activations))
         pooled = tf.reduce_mean(tf.cast(pooled_from, tf.float32), axis=(1, 2))
         return cams, logits, signs, pooled
 
-    return gradcam
+    return cam
+
+
+def _gradcam(grads: tf.Tensor, activations: tf.Tensor) -> tf.Tensor:
+    """Channel weights are the spatially averaged gradients."""
+    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+    return tf.reduce_sum(weights * activations, axis=-1)
+
+
+def _gradcam_plus_plus(grads: tf.Tensor, activations: tf.Tensor) -> tf.Tensor:
+    """Chattopadhay et al. 2018's closed form, as tf-keras-vis's ``GradcamPlusPlus``.
+
+    tf-keras-vis also multiplies every derivative by ``exp(score)``, which assumes an
+    exponential output; it cancels in ``alpha`` and scales the map by a positive constant per
+    image, which the per-image normalisation removes. It is left out: ``exp`` of a logit above
+    ~88 overflows float32.
+    """
+    second = grads * grads
+    third = second * grads
+    activation_sums = tf.reduce_sum(activations, axis=(1, 2), keepdims=True)
+    denominator = 2.0 * second + third * activation_sums
+    # Where the gradient is zero the numerator is too: alpha 0, not 0/0.
+    denominator += tf.cast(tf.equal(second, 0.0), denominator.dtype)
+    alphas = second / denominator
+    alpha_sums = tf.reduce_sum(alphas, axis=(1, 2), keepdims=True)
+    alphas /= alpha_sums + tf.cast(tf.equal(alpha_sums, 0.0), alpha_sums.dtype)
+    weights = tf.reduce_sum(tf.nn.relu(grads) * alphas, axis=(1, 2), keepdims=True)
+    return tf.reduce_sum(weights * activations, axis=-1)
+
+
+def _layercam(grads: tf.Tensor, activations: tf.Tensor) -> tf.Tensor:
+    """Jiang et al. 2021: each position's activations weighted by its positive gradients."""
+    return tf.reduce_sum(tf.nn.relu(grads) * activations, axis=-1)
 
 
 def _make_visualizer(model: keras.Model, method: str) -> Callable:
