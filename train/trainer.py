@@ -54,6 +54,7 @@ from train.metrics import calibration as reliability
 from train.pipeline import (
     DeviceAugmentation,
     describe_augmentation,
+    epoch_batches,
     make_dataset,
     save_array_atomically,
 )
@@ -115,6 +116,7 @@ class RunCheckpoint(keras.callbacks.Callback):
                 "history": self.history,
                 "best": self.best,
                 "monitor": self.monitor,
+                "seed_states": seed_states(self.model),
             }
             (staging / "state.json").write_text(json.dumps(state, indent=1))
         write_text_atomically(
@@ -122,6 +124,34 @@ class RunCheckpoint(keras.callbacks.Callback):
         )
         self.folder.write_history(self.history)
         remove_stale_checkpoints(self.directory, keep=target.name)
+
+
+def _seed_state_variables(model: keras.Model) -> dict[str, keras.Variable]:
+    return {
+        variable.path: variable
+        for variable in model.variables
+        if variable.name == "seed_generator_state"
+    }
+
+
+def seed_states(model: keras.Model) -> dict[str, list[int]]:
+    """The state of every Keras seed generator in ``model`` (its dropout masks' RNG).
+
+    ``model.save`` does not keep them (a loaded model's dropout starts its stream again), so
+    the checkpoint does, and :func:`restore_seed_states` puts them back on resume."""
+    return {
+        path: [int(value) for value in np.asarray(variable.numpy()).ravel()]
+        for path, variable in _seed_state_variables(model).items()
+    }
+
+
+def restore_seed_states(model: keras.Model, states: dict[str, list[int]]) -> None:
+    """Put back the seed generator states :func:`seed_states` saved."""
+    variables = _seed_state_variables(model)
+    for path, values in states.items():
+        if path in variables:
+            variable = variables[path]
+            variable.assign(np.asarray(values, dtype=variable.dtype).reshape(variable.shape))
 
 
 def remove_stale_checkpoints(directory: Path, keep: str | None = None) -> None:
@@ -230,7 +260,13 @@ def train_fold(
     def dataset(part: str, training: bool) -> tf.data.Dataset:
         if use_features:
             return _feature_dataset(
-                inputs(part), labels[part], config.batch_size, training, config.seed
+                inputs(part),
+                labels[part],
+                config.batch_size,
+                training,
+                config.seed,
+                initial_epoch,
+                steps,
             )
         augment = config.augment and training and not on_device
         if augment and config.stain_augment == "macenko" and part not in matrices:
@@ -242,9 +278,11 @@ def train_fold(
             config.batch_size,
             training=training,
             augment=augment,
-            seed=config.seed + initial_epoch,
+            seed=config.seed,
             stain_augment=config.stain_augment,
             stain_matrices=matrices.get(part),
+            first_epoch=initial_epoch,
+            steps_per_epoch=steps,
         )
 
     history: list[dict[str, Any]] = []
@@ -263,6 +301,7 @@ def train_fold(
             # CSV: the checkpoint's history is the truth.
             folder.write_history(history)
             network = keras.saving.load_model(resume_from / "model.keras")
+            restore_seed_states(network, state.get("seed_states", {}))
             network.jit_compile = config.xla
             network.steps_per_execution = execution  # what compile() sets
             # The checkpoint says where its augmentation ran (a wrapper holds the layer).
@@ -294,8 +333,9 @@ def train_fold(
     callbacks: list[keras.callbacks.Callback] = []
     if config.monitor_test:
         callbacks.append(TestSetMonitor(dataset("test", training=False)))
+    checkpoint = RunCheckpoint(folder, history, "val_loss" if has_val else None, best)
     callbacks += [
-        RunCheckpoint(folder, history, "val_loss" if has_val else None, best),
+        checkpoint,
         keras.callbacks.TensorBoard(log_dir=str(folder.tensorboard_dir)),
     ]
     logger.info("%s: %d steps per epoch, %d per execution", split.name, steps, execution)
@@ -308,6 +348,7 @@ def train_fold(
             validation_data=dataset("val", training=False) if has_val else None,
             callbacks=callbacks,
             verbose=verbose,
+            shuffle=False,  # the datasets shuffle themselves, per epoch (epoch_batches)
         )
     final = latest_checkpoint(checkpoints)
     if has_val and final is not None and (final / "best.weights.h5").exists():
@@ -377,8 +418,10 @@ def train_fold(
     if use_features:
         copy_head_weights(network, data.feature_model, feature_mean, feature_scale)
         network = data.feature_model
+    # The lowest validation loss of the whole history, resumed or not: the epoch whose
+    # weights were loaded above.
     document = FoldDocument(
-        split.name, threshold, metrics, split.audit.to_dict(), best, calibration
+        split.name, threshold, metrics, split.audit.to_dict(), checkpoint.best, calibration
     )
     card = fold_card(config, model_config, split, document)
     card.calibration, card.applicability, card.training_images = (
@@ -551,9 +594,16 @@ def _weights(config: TrainConfig) -> str | None:
 
 
 def _feature_dataset(
-    features: np.ndarray, labels: np.ndarray, batch_size: int, training: bool, seed: int
+    features: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    training: bool,
+    seed: int,
+    first_epoch: int,
+    steps_per_epoch: int,
 ) -> tf.data.Dataset:
     dataset = tf.data.Dataset.from_tensor_slices((features, labels.astype(np.float32)))
-    if training:
-        dataset = dataset.shuffle(len(features), seed=seed).repeat()
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    if not training:
+        return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    batches = epoch_batches(dataset, len(features), batch_size, seed, first_epoch, steps_per_epoch)
+    return batches.map(lambda number, batch: batch).prefetch(tf.data.AUTOTUNE)

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from train.dataset import index_dataset
 from train.run import main
 from train.synthetic import make_synthetic_breakhis
 
@@ -107,6 +108,51 @@ def test_served_model_card_and_predictions(smoke_run):
     assert np.allclose(again, test["probability"], rtol=1e-3, atol=1e-5)
 
 
+def _served_validation_loss(fold: Path) -> float:
+    """The MSE (the training loss) of the fold's saved model on its validation images, from
+    the probabilities it recorded before calibration."""
+    predictions = pd.read_csv(fold / "predictions.csv")
+    val = predictions[predictions["part"] == "val"]
+    return float(np.mean((val["raw_probability"] - val["label"]) ** 2))
+
+
+def assert_best_epoch_served(fold: Path) -> None:
+    """Model selection: the fold's model is the lowest-validation-loss epoch's, and
+    ``best_val_loss`` in metrics.json is that minimum of history.csv."""
+    history = pd.read_csv(fold / "history.csv")
+    document = json.loads((fold / "metrics.json").read_text())
+    best = history["val_loss"].min()
+    assert document["best_val_loss"] == pytest.approx(best, rel=1e-6)
+    # Only informative when the last epoch is not the best one (then serving the last
+    # epoch's weights would show here).
+    assert history["val_loss"].iloc[-1] > best * 1.01, "the last epoch is the best here"
+    assert _served_validation_loss(fold) == pytest.approx(best, rel=1e-3)
+
+
+def test_the_best_epoch_is_served_not_the_last(small_synthetic_breakhis, tmp_path):
+    """Labels scrambled by patient and a slow learning rate: the validation loss falls for a
+    few epochs, then rises as the head fits the training patients. The served model must
+    be the best epoch's (``best.weights.h5``), not the last one's."""
+    images = index_dataset(small_synthetic_breakhis, check_images=False).images
+    patients = sorted(images["patient"].unique())
+    labels = np.random.default_rng(11).permutation([i % 2 for i in range(len(patients))])
+    manifest = tmp_path / "no-signal.csv"
+    images.assign(label=images["patient"].map(dict(zip(patients, labels, strict=True))))[
+        ["path", "label", "patient"]
+    ].to_csv(manifest, index=False)
+    args = ["--preset", "smoke", "--protocols", "patient", "--learning-rate", "1e-5"]
+    args += ["--bootstrap", "10", "--data", str(manifest), "--runs-dir", str(tmp_path)]
+    assert main([*args, "--quiet"]) == 0
+    assert_best_epoch_served(tmp_path / "smoke" / "patient" / "patient-fold1")
+
+
+def test_best_val_loss_is_the_minimum_of_the_history(smoke_run):
+    fold = smoke_run / "patient" / "patient-fold1"
+    history = pd.read_csv(fold / "history.csv")
+    document = json.loads((fold / "metrics.json").read_text())
+    assert document["best_val_loss"] == pytest.approx(history["val_loss"].min(), rel=1e-6)
+
+
 def test_a_complete_run_is_not_overwritten(smoke_run, synthetic_700x460, capsys):
     code = main(
         [
@@ -163,7 +209,9 @@ def test_missing_dataset_gives_a_clear_message(tmp_path, capsys):
 @pytest.mark.slow
 def test_fine_tuning_resumes_after_kill_9(small_synthetic_breakhis, tmp_path):
     """The paper's fine-tuning path, tiny: killed with SIGKILL after its first checkpoint,
-    started again with the same command, it finishes with one continuous history."""
+    started again with the same command, it finishes with one continuous history, and its
+    history and predictions are those of the same command run without interruption
+    (shuffle, augmentation and dropout continue where they were, not from the start)."""
     command = [
         sys.executable,
         "-m",
@@ -182,14 +230,23 @@ def test_fine_tuning_resumes_after_kill_9(small_synthetic_breakhis, tmp_path):
         "4",
         "--bootstrap",
         "20",
+        "--deterministic",
         "--data",
         str(small_synthetic_breakhis),
         "--runs-dir",
         str(tmp_path / "runs"),
-        "--name",
-        "resume",
         "--quiet",
     ]
+    uninterrupted = subprocess.run(
+        [*command, "--name", "uninterrupted"],
+        cwd=REPO,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+    command += ["--name", "resume"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     fold = tmp_path / "runs" / "resume" / "paper" / "paper"
     process = subprocess.Popen(
@@ -218,6 +275,17 @@ def test_fine_tuning_resumes_after_kill_9(small_synthetic_breakhis, tmp_path):
     audit = json.loads((tmp_path / "runs" / "resume" / "paper" / "splits.json").read_text())
     assert audit["splits"][0]["audit"]["test_patients_in_train"] == 10  # every test patient
     assert (tmp_path / "runs" / "resume" / "COMPLETE").exists()
+
+    baseline = tmp_path / "runs" / "uninterrupted" / "paper" / "paper"
+    expected = pd.read_csv(baseline / "history.csv")
+    for column in ("loss", "accuracy", "test_loss"):
+        assert np.allclose(history[column], expected[column], rtol=1e-4, atol=1e-6), column
+    resumed_predictions = pd.read_csv(fold / "predictions.csv")
+    expected_predictions = pd.read_csv(baseline / "predictions.csv")
+    assert resumed_predictions["path"].tolist() == expected_predictions["path"].tolist()
+    assert np.allclose(
+        resumed_predictions["logit"], expected_predictions["logit"], rtol=1e-4, atol=1e-5
+    )
 
 
 @pytest.mark.slow
