@@ -30,11 +30,15 @@ def header(context: ModelContext) -> None:
     """The always-visible notice naming the model in use and how it was evaluated."""
     with st.container(border=True, key="research-notice"):
         st.markdown(f":material/science: {RESEARCH_NOTICE}")
-        card = context.handle.card if context.handle is not None else None
+        handle = context.handle
+        # A failed model has no card (ModelHandle.card): the header never names it.
+        card = handle.card if handle is not None else None
         if card is None:
             st.caption("Model: none loaded.")
         else:
-            where = "uploaded in this session" if context.uploaded else context.handle.label
+            where = "uploaded in this session" if context.uploaded else handle.label
+            if handle.loading:
+                where += "; still loading"
             st.caption(
                 f"Model: **{card.name}** ({where}). Evaluation: "
                 f"{card_text.evaluation_summary(card)}."
