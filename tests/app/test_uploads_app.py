@@ -156,7 +156,7 @@ def test_the_same_file_twice_is_flagged_and_counted_once_in_its_case(
             (second, sample_images[second]),
             (first, sample_images[first]),  # the same file chosen again
             (other_patient, sample_images[other_patient]),
-            (other_patient, sample_images[second]),  # same name, other content: kept
+            (other_patient, png_bytes(tissue_like(7))),  # same name, other content
         ],
     )
     assert not served.exception
@@ -176,13 +176,20 @@ def test_the_same_file_twice_is_flagged_and_counted_once_in_its_case(
     assert csv["duplicate_of"].tolist() == ["", "", first, "", ""]
 
 
-def test_counts_are_worded_in_the_singular_for_one(served) -> None:
+def test_counts_are_worded_in_the_singular_for_one(served, sample_images: dict[str, bytes]) -> None:
+    breakhis = next(iter(sample_images.items()))
     upload(served, [("slide-a.png", png_bytes(tissue_like(9)))])
     assert summary_line(served) == "**1 of 1 image classified.**"
+    upload(served, [breakhis, ("slide-a.png", png_bytes(tissue_like(9)))])
     note = next(text for text in texts(served.caption) if text.startswith("Case label"))
     assert "1 image without a case id is not included" in note
     upload(
-        served, [("slide-a.png", png_bytes(tissue_like(9))), ("b.png", png_bytes(tissue_like(8)))]
+        served,
+        [
+            breakhis,
+            ("slide-a.png", png_bytes(tissue_like(9))),
+            ("b.png", png_bytes(tissue_like(8))),
+        ],
     )
     note = next(text for text in texts(served.caption) if text.startswith("Case label"))
     assert "2 images without a case id are not included" in note
