@@ -30,11 +30,15 @@ def header(context: ModelContext) -> None:
     """The always-visible notice naming the model in use and how it was evaluated."""
     with st.container(border=True, key="research-notice"):
         st.markdown(f":material/science: {RESEARCH_NOTICE}")
-        card = context.handle.card if context.handle is not None else None
+        handle = context.handle
+        # A failed model has no card (ModelHandle.card): the header never names it.
+        card = handle.card if handle is not None else None
         if card is None:
             st.caption("Model: none loaded.")
         else:
-            where = "uploaded in this session" if context.uploaded else context.handle.label
+            where = "uploaded in this session" if context.uploaded else handle.label
+            if handle.loading:
+                where += "; still loading"
             st.caption(
                 f"Model: **{card.name}** ({where}). Evaluation: "
                 f"{card_text.evaluation_summary(card)}."
@@ -59,6 +63,8 @@ def trust_banner(card: ModelCard, where: str) -> None:
 
 
 NEUTRAL_COLOUR = "#7f8c8d"
+GAUGE_CAPTION_GAP_PX = 16
+"""Pixels between the bottom of the gauge's plot area and the top of its threshold caption."""
 
 
 def probability_gauge(
@@ -99,14 +105,22 @@ def probability_gauge(
         text=format_probability(probability),
         font={"size": 28, "color": colour},
     )
+    # The threshold caption sits in its own strip below the plot area, anchored by its top
+    # edge and shifted down in pixels: the 0% and 100% tick labels reach the bottom of the
+    # plot area, and a caption placed inside it (or at a fraction of its height, which
+    # shrinks with the figure) ran into them.
     figure.add_annotation(
         x=0.5,
-        y=-0.12,
+        y=0,
+        xref="paper",
+        yref="paper",
+        yanchor="top",
+        yshift=-GAUGE_CAPTION_GAP_PX,
         showarrow=False,
         text=f"threshold {threshold:.3g}: at or above means {positive_label}",
         font={"size": 11, "color": "#566573"},
     )
-    figure.update_layout(height=190, margin={"l": 25, "r": 25, "t": 40, "b": 25})
+    figure.update_layout(height=210, margin={"l": 25, "r": 25, "t": 40, "b": 45})
     return figure
 
 

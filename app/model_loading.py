@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from app.model_source import ModelSource
+from app.model_source import ModelSource, local_name
 from app.process import prefer_lean_tensorflow, release_freed_memory
 from model.artifact import read_card, read_card_from_zip
 from model.card import ModelCard
@@ -119,8 +119,11 @@ class ModelHandle:
 
     @property
     def card(self) -> ModelCard | None:
-        """The loaded model's card, or the preview while loading."""
-        return self._analyzer.card if self._analyzer is not None else self.preview
+        """The loaded model's card, or the preview while loading; None once loading failed
+        (a model that did not load is never named as if it were in use)."""
+        if self._analyzer is not None:
+            return self._analyzer.card
+        return self.preview if self.loading else None
 
     def wait(self, timeout: float | None = None) -> Analyzer:
         """Block until loaded; raise the loading error, or ``TimeoutError``."""
@@ -175,8 +178,11 @@ class _Stage:
         self.timings[self.name] = time.perf_counter() - self.started
 
 
-def load_analyzer(path: Path, timings: dict[str, float] | None = None) -> Analyzer:
-    """Load an artifact from disk and make it ready (traced) for the first image."""
+def load_analyzer(
+    path: Path, timings: dict[str, float] | None = None, name: str | None = None
+) -> Analyzer:
+    """Load an artifact from disk and make it ready (traced) for the first image; messages
+    name it ``name`` (default: its path)."""
     timings = {} if timings is None else timings
     prefer_lean_tensorflow()
     with _Stage(timings, "import TensorFlow"):
@@ -184,7 +190,7 @@ def load_analyzer(path: Path, timings: dict[str, float] | None = None) -> Analyz
         from model.analysis import Analyzer
         from model.artifact import load_artifact
     with _Stage(timings, "read artifact"):
-        artifact = load_artifact(path)
+        artifact = load_artifact(path, source=name)
     return _prepare(Analyzer, artifact, timings)
 
 
@@ -244,6 +250,8 @@ def start_model_handle(source: ModelSource) -> ModelHandle:
 
     A remote model (URL or Hub id) is checked for syntax here and fetched in the loader
     thread, so a download never holds up the page; it has no card to preview until then.
+    A local model's messages name it by its run name (:func:`app.model_source.local_name`):
+    visitors read them, and the server's folders are none of their business.
     """
     if source.path is None:
         try:
@@ -256,11 +264,14 @@ def start_model_handle(source: ModelSource) -> ModelHandle:
             lambda timings: load_analyzer_from_location(location, name, timings),
         ).start()
     path = source.path
+    name = local_name(path)
     try:
-        preview = read_card(path)
+        preview = read_card(path, source=name)
     except ArtifactError as error:
         return ModelHandle.failed_with(source.detail, error)
-    return ModelHandle(source.detail, lambda timings: load_analyzer(path, timings), preview).start()
+    return ModelHandle(
+        source.detail, lambda timings: load_analyzer(path, timings, name), preview
+    ).start()
 
 
 def start_upload_handle(data: bytes, file_name: str) -> ModelHandle:

@@ -14,14 +14,16 @@ Which model (first match wins):
 A ``LOCATION`` is a local path, an ``https://...#sha256=<hex>`` URL or an
 ``hf://owner/name[@revision][/path]`` id (:mod:`model.sources`, which fetches remote ones;
 the app does that in the loader thread). A remote model is named by its short name
-(``model.zip@sha256:1a2b3c4d5e6f``, the ``hf://`` id), never by where it is cached.
+(``model.zip@sha256:1a2b3c4d5e6f``, the ``hf://`` id), never by where it is cached; a model on
+the server's disk by its run name (or file name), never by the server's folders
+(:func:`local_name`): visitors see these names.
 
 Example:
     >>> source = resolve_model_source(argv=["--model", "runs/quick"], environ={})
     >>> source.origin, source.path.name
     ('command line', 'quick')
     >>> resolve_model_source(argv=[], environ={"BCD_MODEL": "/models/a.zip"}).detail
-    'BCD_MODEL=/models/a.zip'
+    'a.zip from BCD_MODEL'
     >>> url = "https://example.org/m/model.zip#sha256=" + "ab" * 32
     >>> resolve_model_source(argv=["--model", url], environ={}).detail
     '--model model.zip@sha256:abababababab'
@@ -37,7 +39,14 @@ from pathlib import Path
 from typing import Literal
 
 from model.errors import ModelLocationError
-from model.runs import CARD_FILE, MODEL_FILE, find_newest_run, is_run_with_model, served_model_dir
+from model.runs import (
+    CARD_FILE,
+    MODEL_FILE,
+    SERVED_MODEL_DIR,
+    find_newest_run,
+    is_run_with_model,
+    served_model_dir,
+)
 from model.sources import describe_model_location, is_remote_location
 
 ENV_MODEL = "BCD_MODEL"
@@ -57,8 +66,8 @@ class ModelSource:
         location: an artifact folder, a run folder (holding ``model/``), an artifact ``.zip``,
             or a remote location (``https://...#sha256=...``, ``hf://...``).
         origin: ``"command line"``, ``"environment"``, ``"newest run"`` or ``"this session"``.
-        detail: how the user would recognise it (``"BCD_MODEL=/models/a.zip"``; a remote
-            model by its short name only).
+        detail: how the user would recognise it (``"run quick from BCD_MODEL"``; a remote
+            model by its short name only; never a server path).
     """
 
     location: str
@@ -80,6 +89,41 @@ class ModelSource:
             True
         """
         return None if self.is_remote else Path(self.location).expanduser()
+
+
+def local_name(path: Path) -> str:
+    """How a model on the server's disk is named to visitors: ``run <name>`` for a run folder
+    or the served model folder inside one, otherwise its own file or folder name; never the
+    folders above it (they would tell visitors how the server is laid out).
+
+    Example:
+        >>> import tempfile
+        >>> run = Path(tempfile.mkdtemp()) / "quick-20260101-000000"
+        >>> (run / "model").mkdir(parents=True)
+        >>> _ = (run / "model" / "model_card.json").write_text("{}")
+        >>> local_name(run), local_name(run / "model"), local_name(Path("/srv/models/a.zip"))
+        ('run quick-20260101-000000', 'run quick-20260101-000000', 'a.zip')
+    """
+    path = path.expanduser()
+    if is_run_with_model(path):
+        return f"run {path.name}"
+    if path.name == SERVED_MODEL_DIR and is_run_with_model(path.parent):
+        return f"run {path.parent.name}"
+    return path.name or str(path)
+
+
+def runs_directory_name(environ: Mapping[str, str] | None = None) -> str:
+    """How *Get a model* names the folder the newest run is taken from: ``runs/`` (the
+    repository's) or the variable that set another one, not the server's path.
+
+    Example:
+        >>> runs_directory_name({}), runs_directory_name({"BCD_RUNS_DIR": "/srv/runs"})
+        ('runs/', 'the folder BCD_RUNS_DIR names on this server')
+    """
+    environ = os.environ if environ is None else environ
+    if environ.get(ENV_RUNS_DIR, "").strip():
+        return f"the folder {ENV_RUNS_DIR} names on this server"
+    return "runs/"
 
 
 def short_name(location: str) -> str:
@@ -150,20 +194,28 @@ def resolve_model_source(
         True
         >>> (runs / "quick" / "model").mkdir(parents=True)
         >>> _ = (runs / "quick" / "model" / "model_card.json").write_text("{}")
-        >>> resolve_model_source([], {}, runs_dir=runs).detail.endswith(": quick")
-        True
+        >>> resolve_model_source([], {}, runs_dir=runs).detail
+        'newest run: quick'
     """
     environ = os.environ if environ is None else environ
     argv = [] if argv is None else argv
     if (argument := model_argument(argv)) is not None:
-        return ModelSource(argument, "command line", f"--model {short_name(argument)}")
+        return ModelSource(argument, "command line", _detail(argument, "--model"))
     if configured := environ.get(ENV_MODEL, "").strip():
-        detail = f"{ENV_MODEL}={short_name(configured)}"
-        return ModelSource(configured, "environment", detail)
+        return ModelSource(configured, "environment", _detail(configured, ENV_MODEL))
     runs_dir = runs_directory(environ) if runs_dir is None else runs_dir
     if (run := find_newest_run(runs_dir)) is not None:
-        return ModelSource(str(run), "newest run", f"newest run in {runs_dir}: {run.name}")
+        return ModelSource(str(run), "newest run", f"newest run: {run.name}")
     return None
+
+
+def _detail(location: str, flag: str) -> str:
+    """``--model model.zip@sha256:...`` for a remote location (its short name), ``run quick
+    from BCD_MODEL`` for a local one (:func:`local_name`)."""
+    if is_remote_location(location):
+        separator = " " if flag.startswith("--") else "="
+        return f"{flag}{separator}{short_name(location)}"
+    return f"{local_name(Path(location))} from {flag}"
 
 
 def session_model_source(text: str) -> ModelSource | None:

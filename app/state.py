@@ -11,21 +11,23 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import streamlit as st
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
-from app import model_loading, model_source, results
+from app import model_loading, model_source, results, uploads
 from app.model_loading import ModelHandle
 from app.model_source import ModelSource, Origin
 from app.results import AnalysisSettings, ImageResult
+from model.breakhis import read_breakhis_filename
 from model.errors import ModelLocationError
 
 _RESULTS = "bcd_results"
 _UPLOAD_DIGEST = "bcd_model_upload_digest"
+_DIGESTS = "bcd_image_digests"
 MAGNIFICATION_CHOICES = "bcd_magnification_choices"
 CASE_CHOICES = "bcd_case_choices"
 
@@ -144,43 +146,95 @@ def model_context(
     """A sidebar upload takes over for this session, else a location typed in the sidebar,
     else the configured model.
 
-    A typed location that fails does not take the session's model away: while the server's
-    model is usable, the session keeps it and the failure is shown beside the field.
+    A session's own model that fails (an uploaded ``.zip`` that is corrupt or does not fit
+    its card, a typed location that cannot be fetched) does not take the session's model
+    away: while the server's model is usable, the session keeps it, and the failed one is
+    kept as ``refused`` for the sidebar to say why it is not used.
     """
     source, handle = configured_model() if configured is None else configured
+    server_usable = handle is not None and handle.error is None
     if (uploaded := uploaded_model(upload)) is not None:
+        if uploaded.error is not None and server_usable:
+            return ModelContext(source=source, handle=handle, refused=uploaded)
         return ModelContext(source=source, handle=uploaded, uploaded=True)
     if (chosen := session_location_model(location)) is not None:
-        if chosen.error is not None and handle is not None and handle.error is None:
+        if chosen.error is not None and server_usable:
             return ModelContext(source=source, handle=handle, refused=chosen)
         return ModelContext(source=source, handle=chosen)
     return ModelContext(source=source, handle=handle)
 
 
+def upload_duplicates(files: Sequence[UploadedFile]) -> dict[str, uploads.Duplicate]:
+    """The uploads whose content repeats an earlier upload's, by file id
+    (:func:`app.uploads.find_duplicates`).
+
+    Each file is hashed once (its digest is kept by file id, in memory, for the session's
+    current uploads only): reruns do not re-read every image.
+    """
+    known: dict[str, str | None] = st.session_state.get(_DIGESTS, {})
+    digests = {
+        upload.file_id: known[upload.file_id]
+        if upload.file_id in known
+        else uploads.content_digest(upload.getbuffer())
+        for upload in files
+    }
+    st.session_state[_DIGESTS] = digests  # removed files are forgotten
+    return uploads.find_duplicates(
+        [(upload.file_id, upload.name, digests[upload.file_id]) for upload in files]
+    )
+
+
 def analyses(
-    files: Sequence[UploadedFile], handle: ModelHandle, settings: AnalysisSettings
+    files: Sequence[UploadedFile],
+    handle: ModelHandle,
+    settings: AnalysisSettings,
+    duplicates: Mapping[str, uploads.Duplicate] | None = None,
 ) -> list[ImageResult]:
     """Results for the uploaded files in order, computing only what this session lacks.
 
-    Opacity and colormap are not part of the key: changing them re-blends the stored map
-    without running the network. Results of files no longer uploaded are dropped.
+    A file whose type is not an image type gets its reason without being read
+    (:func:`app.uploads.refusal_reason`); a duplicate (``duplicates``, by file id) takes the
+    result of the earlier upload it repeats, under its own name, without running the network
+    again. Opacity and colormap are not part of the key: changing them re-blends the stored
+    map without running the network. Results of files no longer uploaded are dropped.
     """
+    duplicates = duplicates or {}
     cache: dict[tuple[Any, ...], ImageResult] = st.session_state.get(_RESULTS, {})
     keys = [(upload.file_id, handle.key, settings) for upload in files]
     missing = [index for index, key in enumerate(keys) if key not in cache]
+    to_analyse = [
+        index
+        for index in missing
+        if files[index].file_id not in duplicates
+        and uploads.refusal_reason(files[index].name) is None
+    ]
     fresh: dict[tuple[Any, ...], ImageResult] = {}
-    if missing:
-        analyzer = handle.wait()
-        progress = st.progress(0.0, text="Analysing...") if len(missing) > 1 else None
-        for done, index in enumerate(missing, start=1):
-            upload = files[index]
+    analyzer = handle.wait() if to_analyse else None
+    progress = st.progress(0.0, text="Analysing...") if len(to_analyse) > 1 else None
+    done = 0
+    for index in missing:  # in upload order: a duplicate's original comes first
+        upload = files[index]
+        if (duplicate := duplicates.get(upload.file_id)) is not None:
+            first_key = (duplicate.first_id, handle.key, settings)
+            first = fresh.get(first_key) or cache[first_key]
+            fresh[keys[index]] = replace(
+                first,
+                file_id=upload.file_id,
+                file_name=upload.name,
+                name_info=read_breakhis_filename(upload.name),
+                seconds=0.0,
+            )
+        elif (reason := uploads.refusal_reason(upload.name)) is not None:
+            fresh[keys[index]] = uploads.refused_result(upload.file_id, upload.name, reason)
+        else:
             fresh[keys[index]] = results.analyze_upload(
                 analyzer, upload.getvalue(), settings, file_id=upload.file_id, file_name=upload.name
             )
+            done += 1
             if progress is not None:
-                progress.progress(done / len(missing), text=f"Analysed {done}/{len(missing)}")
-        if progress is not None:
-            progress.empty()
+                progress.progress(done / len(to_analyse), text=f"Analysed {done}/{len(to_analyse)}")
+    if progress is not None:
+        progress.empty()
     analysed = [fresh.get(key) or cache[key] for key in keys]
     st.session_state[_RESULTS] = dict(zip(keys, analysed, strict=True))
     return analysed

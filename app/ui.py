@@ -46,8 +46,11 @@ def main() -> None:
         layout="wide",
     )
     configured = state.configured_model()
+    # Open while the session has (or tried) a model of its own: a failed upload stays in
+    # sight, beside its error, instead of in a collapsed panel.
+    own_model = bool(st.session_state.get("model_zip") or st.session_state.get("model_location"))
     with st.sidebar:
-        upload, location = _model_choice(expanded=configured[1] is None)
+        upload, location = _model_choice(expanded=configured[1] is None or own_model)
     context = state.model_context(upload, configured, location)
     with st.sidebar:
         _model_status(context)
@@ -118,9 +121,11 @@ def _model_choice(expanded: bool) -> tuple[UploadedFile | None, str]:
 
 def _model_status(context: ModelContext) -> None:
     if (refused := context.refused) is not None:
+        # Said here only, beside the field or upload that failed; the pages point here.
         st.error(
             f"**{refused.label}** could not be used: {refused.error_message} "
-            "This session keeps the server's model.",
+            "This session keeps the server's model. Remove the file or clear the field to "
+            "stop trying it.",
             icon=":material/error:",
         )
     handle = context.handle

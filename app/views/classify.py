@@ -15,10 +15,12 @@ import pandas as pd
 import streamlit as st
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
-from app import components, results, state
+from app import components, results, state, uploads
 from app.model_loading import ModelHandle
 from app.results import AnalysisSettings, ImageResult
 from app.state import ModelContext
+from app.uploads import Duplicate
+from app.wording import plural
 from model.config import CAM_LAYERS, CAM_METHODS, CAM_TARGETS, Target
 from model.overlay import COLORMAPS, DEFAULT_COLORMAP, DEFAULT_OPACITY
 from model.preprocessing import decode_image
@@ -28,7 +30,6 @@ from model.trust import WITHHELD_LABEL, ModelTrust, assess_model
 if TYPE_CHECKING:  # importing it at run time would import TensorFlow
     from model.analysis import ImageAnalysis
 
-IMAGE_TYPES = ("png", "jpg", "jpeg", "tif", "tiff", "bmp")
 IMAGE_UPLOAD_LIMIT_MB = 50  # per file; a BreakHis PNG is ~0.5 MB
 DETAILS_PER_PAGE = 6  # drawing three images and a chart per result is the slow part
 TARGETS: dict[Target, str] = {
@@ -61,16 +62,26 @@ def render(context: ModelContext) -> None:
         return
     if handle.loading:
         _loading_status(handle)
+    if context.refused is not None:
+        st.warning(
+            f"**{context.refused.label}** could not be used (the sidebar says why): images "
+            "are classified with the server's model.",
+            icon=":material/swap_horiz:",
+        )
 
+    # Any file is accepted here: a type filter would make the browser drop other files
+    # before the server sees them, so they would vanish from the table and the count. A
+    # file of another type gets its reason in the table instead (app.uploads).
     files = st.file_uploader(
-        "H&E microscopy images (PNG, JPEG, TIFF, BMP); several at once for a case",
-        type=list(IMAGE_TYPES),
+        "H&E microscopy images (PNG, JPEG, TIFF, BMP, WebP, GIF); several at once for a case",
+        type=None,
         accept_multiple_files=True,
         key="images",
         max_upload_size=IMAGE_UPLOAD_LIMIT_MB,
         help="Images stay in this server's memory for your session only: they are never "
         "written to disk or logged. BreakHis file names (SOB_M_DC-14-2523-40-010.png) "
-        "give the magnification and the patient.",
+        "give the magnification and the patient. An animated GIF or WebP is classified "
+        "by its first frame.",
     )
     default_case = st.text_input(
         "Case id for images without a BreakHis patient id",
@@ -86,6 +97,8 @@ def render(context: ModelContext) -> None:
         with st.spinner("Loading the model (TensorFlow and ResNet-50, about 10 s on a CPU)..."):
             handle.wait()
     except Exception:
+        if context.uploaded:  # the next run falls back to the server's model, if it has one
+            st.rerun()
         st.error(
             f"**The model could not be loaded**: {handle.error_message}", icon=":material/error:"
         )
@@ -101,7 +114,8 @@ def render(context: ModelContext) -> None:
         )
         return
 
-    analysed = state.analyses(files, handle, settings)
+    duplicates = state.upload_duplicates(files)
+    analysed = state.analyses(files, handle, settings, duplicates)
     untrained = not card.is_trained
     state.forget_choices(state.MAGNIFICATION_CHOICES, {upload.file_id for upload in files})
     state.forget_choices(state.CASE_CHOICES, {upload.file_id for upload in files})
@@ -118,14 +132,16 @@ def render(context: ModelContext) -> None:
     )
     if not settings.tta:
         table = table.drop(columns=["tta_mean", "tta_std"])
-    uploads = {upload.file_id: upload for upload in files}
+    table = uploads.without_repeated_errors(table)
+    table = uploads.flag_duplicates(table, [upload.file_id for upload in files], duplicates)
+    by_id = {upload.file_id: upload for upload in files}
 
     view = _View(settings, display, default_case, untrained, trust, card.labels)
 
     def details() -> None:
-        _details(uploads, analysed, magnifications, view)
+        _details(by_id, analysed, magnifications, view, duplicates)
 
-    _summary(analysed)
+    st.markdown(uploads.summary(analysed, duplicates))
     if len(analysed) == 1:  # one image: its result first, the table is secondary
         details()
         _results_table(table)
@@ -213,14 +229,6 @@ def _controls(trust: ModelTrust) -> tuple[AnalysisSettings, DisplaySettings]:
     )
 
 
-def _summary(analysed: Sequence[ImageResult]) -> None:
-    failed = sum(not result.ok for result in analysed)
-    text = f"**{len(analysed) - failed} of {len(analysed)} image(s) classified.**"
-    if failed:
-        text += f" {failed} could not be read: see the *error* column."
-    st.markdown(text)
-
-
 def _results_table(table: pd.DataFrame) -> None:
     st.subheader("Results")
     st.dataframe(
@@ -251,6 +259,10 @@ def _results_table(table: pd.DataFrame) -> None:
             ),
             "warnings": st.column_config.TextColumn("warnings", width="large"),
             "error": st.column_config.TextColumn("error", width="medium"),
+            uploads.DUPLICATE_COLUMN: st.column_config.TextColumn(
+                "duplicate of",
+                help="the same content as this earlier file: counted once, there",
+            ),
         },
     )
     st.download_button(
@@ -265,6 +277,7 @@ def _results_table(table: pd.DataFrame) -> None:
 
 
 def _cases(table: pd.DataFrame, threshold: float, labels: Mapping[int, str]) -> None:
+    table = uploads.counted(table)  # a duplicate upload is the same image: counted once
     cases = results.aggregate_cases(table, threshold, labels)
     st.subheader("Cases")
     if cases.empty:
@@ -292,9 +305,10 @@ def _cases(table: pd.DataFrame, threshold: float, labels: Mapping[int, str]) -> 
         f'{threshold:.3g}; "{WITHHELD_LABEL}" when no image of the case has a label.'
     )
     if left_out:
+        are = plural(left_out, "is", "are", with_count=False)
         note += (
-            f" {left_out} image(s) without a case id are not included: type a case id above "
-            "or per image."
+            f" {plural(left_out, 'image')} without a case id {are} not included: type a case "
+            "id above or per image."
         )
     st.caption(note)
 
@@ -304,8 +318,10 @@ def _details(
     analysed: Sequence[ImageResult],
     magnifications: Mapping[str, str],
     view: _View,
+    duplicates: Mapping[str, Duplicate],
 ) -> None:
-    """The results one page of details at a time (``uploads`` by file id)."""
+    """The results one page of details at a time (``uploads`` by file id); a duplicate
+    upload points to the earlier one instead of drawing the same result again."""
     st.subheader("Images")
     count = len(analysed)
     pages = (count + DETAILS_PER_PAGE - 1) // DETAILS_PER_PAGE
@@ -321,14 +337,31 @@ def _details(
             key="details_page",
         )
         first = page * DETAILS_PER_PAGE
+    positions = {result.file_id: position for position, result in enumerate(analysed)}
     for position in range(first, min(first + DETAILS_PER_PAGE, count)):
         result = analysed[position]
+        if (duplicate := duplicates.get(result.file_id)) is not None:
+            _duplicate_detail(position, result, duplicate, positions[duplicate.first_id])
+            continue
         _image_detail(
             position,
             uploads[result.file_id],
             result,
             results.magnification_of(result, magnifications.get(result.file_id)),
             view,
+        )
+
+
+def _duplicate_detail(
+    position: int, result: ImageResult, duplicate: Duplicate, first_position: int
+) -> None:
+    """A file with the same content as an earlier upload: said, and counted there."""
+    with st.container(border=True, key=f"result-{position}"):
+        st.markdown(f"**{position + 1}. {_escape_markdown(result.file_name)}**")
+        st.info(
+            f"Duplicate of {first_position + 1}. {_escape_markdown(duplicate.first_name)}: "
+            "the same content, so it is counted once and its result is shown there.",
+            icon=":material/content_copy:",
         )
 
 

@@ -25,6 +25,15 @@ def render(context: ModelContext, classify_page: st.Page | None = None) -> None:
             "Fix or replace the artifact (a folder with `model.keras` and `model_card.json`, "
             "a run folder holding `model/`, or a `.zip` of the two files), then reload the page."
         )
+    elif context.handle is not None and context.handle.loading:
+        st.info(
+            "**A model is loading**"
+            + (" (uploaded in this session)." if context.uploaded else ".")
+            + " *Classify* takes images already; they are classified once it is ready.",
+            icon=":material/hourglass_top:",
+        )
+        if classify_page is not None:
+            st.page_link(classify_page, label="Classify images", icon=":material/biotech:")
     elif context.has_model:
         st.success(
             "**A model is loaded**"
@@ -40,7 +49,7 @@ def render(context: ModelContext, classify_page: st.Page | None = None) -> None:
             "(or receive as an artifact). No numbers are shown until there is one.",
             icon=":material/info:",
         )
-    runs_dir = model_source.runs_directory()
+    runs_folder = model_source.runs_directory_name()  # never the server's path
     st.subheader("1. Download BreakHis")
     st.markdown(
         "The dataset (7,909 H&E images of 82 patients, about 4 GB) is public. This fetches "
@@ -54,6 +63,26 @@ def render(context: ModelContext, classify_page: st.Page | None = None) -> None:
     )
     st.code("python -m train.run --preset quick --data data/BreaKHis_v1", language="bash")
     st.markdown(
+        "**Offline (no internet):** the quick run downloads ResNet-50's ImageNet weights "
+        "(about 95 MB) once. Without internet, pass a copy of that file with `--weights` "
+        "(or put it in `~/.keras/models/`, where Keras looks first), or start from random "
+        "weights with `--weights none`:"
+    )
+    st.code(
+        "python -m train.run --preset quick --data data/BreaKHis_v1 \\\n"
+        "    --weights path/to/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5\n"
+        "python -m train.run --preset quick --data data/BreaKHis_v1 --weights none",
+        language="bash",
+    )
+    st.warning(
+        "**Without ImageNet weights the model is far weaker.** The quick run keeps ResNet-50 "
+        "frozen, so with `--weights none` only the head learns, on the features of a random "
+        "network: expect results near chance. The app's quality gate will then most likely "
+        "refuse to show labels (*not shown to be better than chance*). Use it to try the "
+        "app offline, not to judge the method.",
+        icon=":material/warning:",
+    )
+    st.markdown(
         "**The paper's run (GPU):** fine-tunes the whole network under the paper's protocol "
         "(train on 100X/200X/400X, test on 40X: every test patient is also a training "
         "patient, so its numbers are optimistic) and, in the same run, under the honest "
@@ -62,8 +91,8 @@ def render(context: ModelContext, classify_page: st.Page | None = None) -> None:
     st.code("python -m train.run --preset paper --data data/BreaKHis_v1", language="bash")
     st.markdown(
         f"Each run writes `runs/<name>/`, with the model artifact in `runs/<name>/model/`. "
-        f"The app picks the **newest run** in `{runs_dir}` by itself: reload this page when "
-        "training has finished."
+        f"The app picks the **newest run** in {_as_code(runs_folder)} by itself: reload this "
+        "page when training has finished."
     )
     st.subheader("3. Or point the app at a model")
     st.code(
@@ -79,3 +108,8 @@ def render(context: ModelContext, classify_page: st.Page | None = None) -> None:
         "line; make a shareable `.zip` of a run (and the lines to share) with:"
     )
     st.code("python -m model.publish runs/<name> --out model.zip", language="bash")
+
+
+def _as_code(folder_name: str) -> str:
+    """``runs/`` as code; a sentence about another folder as plain words."""
+    return f"`{folder_name}`" if folder_name.endswith("/") else folder_name
