@@ -47,4 +47,5 @@ def test_splits_csv_columns_are_documented_in_order():
 
 def test_cache_folder_contents_are_documented():
     documented = _layout_entry("runs/.cache/")
-    assert "images-<key>.npy" in documented and "features-<key>.npy" in documented
+    for name in ("images-<key>.npy", "images-<key>.json", "features-<key>.npy"):
+        assert name in documented, name

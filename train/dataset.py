@@ -40,7 +40,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -58,6 +58,7 @@ from model.breakhis import (  # noqa: F401  (re-exported: part of this module's 
     is_breakhis_filename,
     parse_breakhis_filename,
 )
+from train.console import counted
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +110,27 @@ class DatasetIndex:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def without(self, problems: dict[str, str]) -> DatasetIndex:
+        """This index less the files found unusable later (path -> reason), which join the
+        skipped files with their reason (the decode pass finds unreadable files; indexing
+        does not open them)."""
+        if not problems:
+            return self
+        unusable = self.images["path"].isin(list(problems))
+        found = pd.DataFrame({"path": list(problems), "reason": list(problems.values())})
+        skipped = pd.concat([self.skipped, found.astype("str")], ignore_index=True)
+        images = self.images[~unusable].reset_index(drop=True)
+        if images.empty:
+            raise DatasetError(
+                f"No readable images in {self.source}: all {len(problems)} could not be "
+                f"read, e.g. {found['path'][0]}: {found['reason'][0]}"
+            )
+        return replace(
+            self,
+            images=images,
+            skipped=skipped.sort_values("path", kind="stable").reset_index(drop=True),
+        )
 
     @property
     def is_breakhis(self) -> bool:
@@ -259,7 +281,7 @@ def _finish(
 ) -> DatasetIndex:
     _warn_skipped(skipped)
     if not rows:
-        detail = f"; {len(skipped)} file(s) were skipped, e.g. {skipped[0]}" if skipped else ""
+        detail = f"; {counted(len(skipped), 'file')} skipped, e.g. {skipped[0]}" if skipped else ""
         raise DatasetError(f"No usable images found in {source}{detail}. Expected {expectation}.")
     return DatasetIndex(
         _images_frame(rows), _skipped_frame(skipped), source, layout, _class_names(rows)
@@ -411,7 +433,8 @@ def index_csv(manifest: str | Path, *, check_images: bool = True) -> DatasetInde
     missing = [column for column in CSV_REQUIRED_COLUMNS if column not in table.columns]
     if missing:
         raise DatasetError(
-            f"{manifest} lacks column(s) {', '.join(missing)} (found: "
+            f"{manifest} lacks the column{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(missing)} (found: "
             f"{', '.join(table.columns) or 'none'}). Expected {expectation}."
         )
     if table.empty:
@@ -424,7 +447,7 @@ def index_csv(manifest: str | Path, *, check_images: bool = True) -> DatasetInde
             f"row {row + 2}: {table.at[row, 'label']!r}" for row in bad_labels[:5]
         )  # +2: header line and 1-based numbering, as a spreadsheet shows it
         raise DatasetError(
-            f"{manifest} has {len(bad_labels)} bad label(s) ({examples}); allowed labels: "
+            f"{manifest} has {counted(len(bad_labels), 'bad label')} ({examples}); allowed labels: "
             f"{', '.join(CSV_LABELS)}. Expected {expectation}."
         )
 

@@ -377,8 +377,8 @@ def extract_archive(archive: str | Path, dest: str | Path) -> Path:
         clashes = [entry.name for entry in entries if (dest / entry.name).exists()]
         if clashes:
             raise DownloadError(
-                f"Cannot extract into {dest}: {', '.join(clashes)} already exist(s) there but "
-                "is not a complete dataset. Remove it (or choose another --dest) and run again."
+                f"Cannot extract into {dest}: {', '.join(clashes)} already there "
+                "(not a complete dataset). Remove it (or choose another --dest) and run again."
             )
         for entry in entries:
             entry.replace(dest / entry.name)

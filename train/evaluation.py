@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from model.card import Evaluation
+from train.console import counted
 from train.metrics import mean_sd
 from train.protocols import ProtocolSpec
 from train.run_folder import FoldDocument
@@ -134,9 +135,9 @@ def protocol_evaluation(
     has_validation = any(d.audit["images"].get("val") for d in documents)
     tests = [d.audit["images"]["test"] for d in documents]
     data = (
-        f"{len(documents)} split(s), {min(tests)}-{max(tests)} test images each"
+        f"{counted(len(documents), 'split')}, {min(tests)}-{max(tests)} test images each"
         if len(set(tests)) > 1
-        else f"{len(documents)} split(s), {tests[0] if tests else 0} test images each"
+        else f"{counted(len(documents), 'split')}, {tests[0] if tests else 0} test images each"
     )
     return Evaluation(
         protocol=spec.name,
@@ -144,7 +145,7 @@ def protocol_evaluation(
         patient_disjoint=bool(documents) and all(d.patient_disjoint for d in documents),
         scope="protocol",
         description=(
-            f"mean over {len(documents)} separately trained split(s). "
+            f"mean over {counted(len(documents), 'separately trained split')}. "
             + spec.describe(len(documents), validation_fraction, has_validation)
         ),
         data=data,

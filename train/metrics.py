@@ -44,6 +44,8 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from train.console import summarise_names, warn_once
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLD = 0.5
@@ -200,9 +202,10 @@ def _patient_table(
     )
     mixed = table.index[(table["label"] > 0) & (table["label"] < 1)]
     if len(mixed):
-        logger.warning(
+        warn_once(
+            logger,
             "patients with images of both classes get their majority label: %s",
-            ", ".join(mixed),
+            summarise_names(list(mixed)),
         )
     # Majority label per patient; a tie counts as malignant (the cautious call).
     table["label"] = (table["label"] >= 0.5).astype(int)

@@ -24,11 +24,13 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -37,10 +39,12 @@ import tensorflow as tf
 from PIL import Image
 
 from model.config import InputSpec
-from model.files import write_atomically
+from model.errors import ModelCoreError
+from model.files import write_atomically, write_text_atomically
 from model.preprocessing import load_image_file, normalise, resize_to_input
 from model.stain import RGB_FROM_HED as _RGB_FROM_HED
 from model.stain import TISSUE_OPTICAL_DENSITY, TRANSMITTED_LIGHT
+from train.console import counted, progress
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +67,86 @@ def image_sizes(paths: Sequence[str], workers: int | None = None) -> np.ndarray:
         )
 
 
+@dataclass(frozen=True)
+class DecodedDataset:
+    """The one pass over a dataset's files (:func:`decode_images`).
+
+    Attributes:
+        pixels: ``uint8`` (n, height, width, 3) of the readable files, in ``paths`` order.
+        sizes: (n, 2) original (width, height) of those files.
+        paths: the readable files (the given paths less ``problems``).
+        problems: path -> why it could not be used (truncated, not an image...).
+    """
+
+    pixels: np.ndarray
+    sizes: np.ndarray
+    paths: list[str]
+    problems: dict[str, str]
+
+
+def _decode_one(path: str, spec: InputSpec) -> tuple[np.ndarray, tuple[int, int]] | str:
+    try:
+        image = load_image_file(path)
+    except (ModelCoreError, OSError, ValueError) as error:
+        return f"not a readable image: {error}"
+    return resize_to_input(image, spec), (image.width, image.height)
+
+
+def decode_images(
+    paths: Sequence[str],
+    spec: InputSpec,
+    cache_dir: str | Path | None = None,
+    workers: int | None = None,
+) -> DecodedDataset:
+    """Decode + resize every file once, in parallel threads (Pillow decodes without the
+    GIL), with a progress bar; files that cannot be read are reported, not fatal.
+
+    This single pass is also the dataset's readability check (indexing does not open the
+    files). With ``cache_dir`` the result is stored as ``images-<hash>.npy`` (the pixels)
+    and ``images-<hash>.json`` (sizes and problems), the hash of the paths, file sizes and
+    input spec, and reused by later calls.
+    """
+    paths = [str(path) for path in paths]
+    cache_file = facts_file = None
+    if cache_dir is not None:
+        key = images_fingerprint(paths, spec)
+        cache_file = Path(cache_dir) / f"images-{key}.npy"
+        facts_file = cache_file.with_suffix(".json")
+        if cache_file.is_file() and facts_file.is_file():
+            facts = json.loads(facts_file.read_text())
+            pixels = np.load(cache_file)
+            kept = [path for path in paths if path not in facts["problems"]]
+            if pixels.shape == (len(kept), *spec.shape):
+                logger.info("decoded images reused from %s", cache_file)
+                sizes = np.asarray(facts["sizes"], np.int64).reshape(-1, 2)
+                return DecodedDataset(pixels, sizes, kept, dict(facts["problems"]))
+    workers = workers or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(
+            progress(
+                pool.map(lambda path: _decode_one(path, spec), paths),
+                total=len(paths),
+                description="decoding images",
+            )
+        )
+    problems = {
+        path: result for path, result in zip(paths, results, strict=True) if isinstance(result, str)
+    }
+    decoded = [result for result in results if not isinstance(result, str)]
+    pixels = (
+        np.stack([resized for resized, _ in decoded])
+        if decoded
+        else np.zeros((0, *spec.shape), np.uint8)
+    )
+    sizes = np.asarray([size for _, size in decoded], np.int64).reshape(-1, 2)
+    kept = [path for path in paths if path not in problems]
+    if cache_file is not None and facts_file is not None:
+        save_array_atomically(cache_file, pixels)
+        facts = {"sizes": sizes.tolist(), "problems": problems}
+        write_text_atomically(facts_file, json.dumps(facts))
+    return DecodedDataset(pixels, sizes, kept, problems)
+
+
 def load_images(
     paths: Sequence[str],
     spec: InputSpec,
@@ -71,25 +155,17 @@ def load_images(
 ) -> np.ndarray:
     """Decode + resize every image once: ``uint8`` array (n, height, width, 3).
 
-    With ``cache_dir``, the array is stored as ``images-<hash>.npy`` (hash of the paths, file
-    sizes and input spec) and reused by later calls.
+    :func:`decode_images` for files known to be readable.
+
+    Raises:
+        ValueError: a file could not be read (the message names it and why).
     """
-    paths = [str(path) for path in paths]
-    cache_file = None
-    if cache_dir is not None:
-        cache_file = Path(cache_dir) / f"images-{images_fingerprint(paths, spec)}.npy"
-        if cache_file.is_file():
-            images = np.load(cache_file, mmap_mode=None)
-            if images.shape == (len(paths), *spec.shape):
-                logger.info("decoded images reused from %s", cache_file)
-                return images
-    workers = workers or min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=workers) as pool:  # Pillow decodes without the GIL
-        resized = list(pool.map(lambda p: resize_to_input(load_image_file(p), spec), paths))
-    images = np.stack(resized) if resized else np.zeros((0, *spec.shape), np.uint8)
-    if cache_file is not None:
-        save_array_atomically(cache_file, images)
-    return images
+    decoded = decode_images(paths, spec, cache_dir, workers)
+    if decoded.problems:
+        path, reason = next(iter(decoded.problems.items()))
+        count = len(decoded.problems)
+        raise ValueError(f"{counted(count, 'file')} could not be read, e.g. {path}: {reason}")
+    return decoded.pixels
 
 
 def stateless_seeds(seed: int | tf.Tensor | None, count: int) -> tf.Tensor:

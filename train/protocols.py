@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from train.console import counted
 from train.dataset import DatasetIndex
 from train.splits import (
     PAPER_TEST_MAGNIFICATION,
@@ -112,15 +113,16 @@ def _selection(validation_fraction: float) -> str:
 
 def _describe_patient(folds: int, validation_fraction: float, has_validation: bool) -> str:
     return (
-        f"Spanhol et al. 2016: {folds} random 70/30 split(s) of the *patients* (stratified "
-        f"by class); {_selection(validation_fraction)}. Test patients are never seen in "
-        "training."
+        f"Spanhol et al. 2016: {counted(folds, 'random 70/30 split')} of the *patients* "
+        f"(stratified by class); {_selection(validation_fraction)}. Test patients are never "
+        "seen in training."
     )
 
 
 def _describe_magnification(folds: int, validation_fraction: float, has_validation: bool) -> str:
     return (
-        f"The patient-disjoint protocol on each magnification separately ({folds} split(s)); "
+        "The patient-disjoint protocol on each magnification separately "
+        f"({counted(folds, 'split')}); "
         f"{_selection(validation_fraction)}. A magnification with too few patients to split "
         "is skipped."
     )

@@ -42,6 +42,7 @@ from matplotlib.ticker import NullFormatter, StrMethodFormatter
 
 from model.errors import ModelCoreError
 from model.preprocessing import load_image_file, prepare_input
+from train.console import counted
 from train.dataset import CLASS_NAMES, parse_breakhis_filename
 from train.metrics import calibration, mean_sd
 from train.protocols import PROTOCOLS
@@ -183,7 +184,7 @@ def plot_curves(protocol: ProtocolRecord, path: Path) -> Path | None:
         axis.legend(fontsize=8)
     axes[1].set_ylim(-0.02, 1.02)
     which = (
-        f"{folds[0].name} bold, {len(folds) - 1} other split(s) faint"
+        f"{folds[0].name} bold, {counted(len(folds) - 1, 'other split')} faint"
         if len(folds) > 1
         else f"split {folds[0].name}"
     )

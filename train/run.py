@@ -35,6 +35,7 @@ from train.config import (
     TrainConfig,
     resolve_config,
 )
+from train.console import counted, quiet_tensorflow_start, set_progress
 from train.protocols import PROTOCOLS
 from train.run_folder import DatasetFacts, ProtocolFolder, RunFolder, RunSummary
 
@@ -139,7 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="augment inside the compiled train step (on the GPU) instead of in tf.data "
         "(paper preset: on)",
     )
-    parser.add_argument("--quiet", action="store_true", help="one line per epoch, no bars")
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bars and no per-epoch lines: the summary, one line per fold, results",
+    )
     return parser
 
 
@@ -187,13 +192,90 @@ def prepare_run_folder(run: RunFolder, config: TrainConfig, data: str) -> None:
     if not run.is_started:
         run.start(config, data)
         return
+    check_existing_run(run, config, data)
+    logger.info("resuming the run in %s", run.path)
+
+
+def check_existing_run(run: RunFolder, config: TrainConfig, data: str) -> None:
+    """Refuse a started run folder that is another run or already complete (writes
+    nothing; a folder not started yet passes)."""
+    if not run.is_started:
+        return
     check_same_run(run, config, data)
     if run.is_complete:
         raise RunError(
             f"{run.path} is already complete; choose another --name for a new run (its "
             f"report is {run.report_md})."
         )
-    logger.info("resuming the run in %s", run.path)
+
+
+def plan_protocols(
+    config: TrainConfig, index: DatasetIndex, adapt_protocols: bool
+) -> tuple[TrainConfig, dict[str, list[Split]]]:
+    """Make every protocol's splits before any work, so a protocol the data cannot support
+    refuses the run at once (not after decoding, features and the other protocols' folds).
+
+    With ``adapt_protocols`` (the preset's defaults, none asked for), such protocols are
+    left out with a note, as long as one remains; the returned config names those that run.
+    Returns the config and each protocol's splits.
+
+    Raises:
+        RunError: a protocol asked for cannot run on these data (the message says why and
+            which protocols can).
+    """
+    from train.splits import SplitError
+
+    planned: dict[str, list[Split]] = {}
+    refused: dict[str, str] = {}
+    for name in config.protocols:
+        spec = PROTOCOLS[name]
+        try:
+            splits = spec.make_splits(index, **spec.split_options(config))
+        except SplitError as error:
+            refused[name] = str(error)
+            continue
+        if not splits:
+            refused[name] = "no split could be made on these data"
+            continue
+        planned[name] = splits
+    if not refused:
+        return config, planned
+    reasons = "; ".join(f"{name}: {reason}" for name, reason in refused.items())
+    named = f"the {', '.join(refused)} protocol{'s' if len(refused) > 1 else ''}"
+    if adapt_protocols and planned:
+        print(
+            f"note: left out {named}, which these data cannot support ({reasons}). "
+            f"Running: {', '.join(planned)}."
+        )
+        return replace(config, protocols=tuple(planned)), planned
+    possible = ", ".join(planned) or "none of those asked for"
+    raise RunError(
+        f"these data cannot support {named}: {reasons}. "
+        f"Protocols that can run: {possible} (--protocols)."
+    )
+
+
+def check_weights(config: TrainConfig, model_config: ModelConfig) -> None:
+    """The initial weights are there before the run starts: ImageNet's in Keras's cache
+    (downloaded now if not) or the local file loadable as ResNet-50's.
+
+    Raises:
+        RunError: they are not (the message gives the offline routes).
+    """
+    from model.errors import WeightsUnavailableError
+    from model.network import build_model, imagenet_cache_path
+
+    if config.weights == "none":
+        return
+    if config.weights == "imagenet" and imagenet_cache_path().is_file():
+        return
+    try:
+        build_model(model_config, config.weights, "base", config.seed)
+    except WeightsUnavailableError as error:
+        raise RunError(
+            f"{error} Without them: --weights none trains from random weights (far weaker; "
+            "its card and the app say so)."
+        ) from error
 
 
 def check_same_run(run: RunFolder, config: TrainConfig, data: str) -> None:
@@ -237,12 +319,13 @@ def configure_tensorflow(config: TrainConfig):
     keras.mixed_precision.set_global_policy(config.mixed_precision)
     if multi_worker is not None:
         logger.info(
-            "MultiWorkerMirroredStrategy: %d replica(s) in all", multi_worker.num_replicas_in_sync
+            "MultiWorkerMirroredStrategy: %s in all",
+            counted(multi_worker.num_replicas_in_sync, "replica"),
         )
         return multi_worker
     if config.multi_gpu:
         strategy = tf.distribute.MirroredStrategy()
-        logger.info("MirroredStrategy over %d replica(s)", strategy.num_replicas_in_sync)
+        logger.info("MirroredStrategy over %s", counted(strategy.num_replicas_in_sync, "replica"))
         return strategy
     return tf.distribute.get_strategy()
 
@@ -268,8 +351,18 @@ def features_fingerprint(
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def run(config: TrainConfig, data: str, run_dir: Path, verbose: int | str = "auto") -> Path:
+def run(
+    config: TrainConfig,
+    data: str,
+    run_dir: Path,
+    verbose: int | str = "auto",
+    adapt_protocols: bool = False,
+) -> Path:
     """Everything: index, splits, training per fold, the served model, metrics, report.
+
+    ``adapt_protocols``: the protocols are the preset's defaults (none were asked for), so
+    one these data cannot support (the paper's without magnifications) is left out, with a
+    note, instead of refusing the run.
 
     With ``config.multi_worker`` this process is one worker of the cluster in ``TF_CONFIG``
     (:mod:`train.distributed`); every worker returns ``run_dir``, which only the chief
@@ -282,7 +375,7 @@ def run(config: TrainConfig, data: str, run_dir: Path, verbose: int | str = "aut
     policy = keras.mixed_precision.global_policy()
     with contextlib.ExitStack() as cleanup:
         try:
-            return _run(config, data, RunFolder(run_dir), verbose, role, cleanup)
+            return _run(config, data, RunFolder(run_dir), verbose, role, cleanup, adapt_protocols)
         finally:
             keras.mixed_precision.set_global_policy(policy)  # process-wide: leave it as found
 
@@ -333,12 +426,14 @@ def join_cluster(
             refusal = str(error)
     refused = cluster.count_failures(refusal is not None)
     if refused:
-        raise RunError(refusal or f"{refused} worker(s) refused the run (their output says why)")
+        raise RunError(
+            refusal or f"{counted(refused, 'worker')} refused the run (their output says why)"
+        )
     logger.info(
-        "%s of %d workers, %d replica(s): writing %s",
+        "%s of %s, %s: writing %s",
         role,
-        role.workers,
-        replicas,
+        counted(role.workers, "worker"),
+        counted(replicas, "replica"),
         local.path if role.is_chief else f"a scratch copy ({local.path}) of the chief's run",
     )
     return local
@@ -366,6 +461,7 @@ def _run(
     verbose: int | str,
     role: WorkerRole | None = None,
     cleanup: contextlib.ExitStack | None = None,
+    adapt_protocols: bool = False,
 ) -> Path:
     # Imported here, not at the top: they import TensorFlow, and `--help` or a refused
     # configuration should answer at once.
@@ -375,25 +471,35 @@ def _run(
     from train.dataset import format_summary, index_dataset
     from train.distributed import Cluster, splits_fingerprint
     from train.evaluation import protocol_evaluation
-    from train.pipeline import image_sizes, load_images
+    from train.pipeline import decode_images
     from train.report import write_report
     from train.splits import format_audits
     from train.trainer import RunData, compute_features, train_fold
 
+    # Everything that can refuse the run comes before anything is written to runs/<name>:
+    # the data indexed, every protocol's splits made, the weights found, an existing folder
+    # checked. A refused or failed start leaves nothing that would refuse the next command.
+    strategy = configure_tensorflow(config)  # first: the multi-worker strategy needs it so
+    index = index_dataset(data, check_images=False)  # the decode pass below opens each file
+    config, planned = plan_protocols(config, index, adapt_protocols)
+    model_config = ModelConfig(pooling=config.pooling)
+    check_weights(config, model_config)
     cluster = None
     chief_run = run
     if role is None:
-        prepare_run_folder(run, config, data)
-        strategy = configure_tensorflow(config)
+        check_existing_run(run, config, data)
     else:
-        strategy = configure_tensorflow(config)  # the strategy first: see there
         cluster = Cluster(strategy, role)
         run = join_cluster(cluster, run, config, data, cleanup or contextlib.ExitStack())
-    index = index_dataset(data)
+    decoded = decode_images(index.images["path"], model_config.input, cache_dir=run.cache_dir)
+    if decoded.problems:
+        index = index.without(decoded.problems)
+        config, planned = plan_protocols(config, index, adapt_protocols=False)
     print(format_summary(index.images, index.skipped))
+    if role is None:
+        prepare_run_folder(run, config, data)
     run.write_skipped(index.skipped)
-    model_config = ModelConfig(pooling=config.pooling)
-    pixels = load_images(index.images["path"], model_config.input, cache_dir=run.cache_dir)
+    pixels = decoded.pixels
     features = feature_model = None
     if config.feature_cache:
         # With stain normalisation each fold computes its own (on its normalised images).
@@ -404,17 +510,16 @@ def _run(
                 "base",
                 config.seed,
             )
+        # Random weights are cached too: the key holds the seed that drew them.
         cache = run.features_cache(features_fingerprint(config, index.images, model_config))
         if config.stain_norm == "none":
-            features = compute_features(
-                feature_model, pixels, model_config, 64, cache if config.weights != "none" else None
-            )
+            features = compute_features(feature_model, pixels, model_config, 64, cache)
     data_bundle = RunData(
         index.images,
         pixels,
         features,
         feature_model,
-        sizes=image_sizes(index.images["path"]),
+        sizes=decoded.sizes,
         class_names=index.class_names,
     )
 
@@ -424,7 +529,9 @@ def _run(
     for name in config.protocols:
         spec = PROTOCOLS[name]
         folder = run.protocol(name)
-        splits = folder.load_or_make_splits(index, name, **spec.split_options(config))
+        splits = folder.load_or_make_splits(
+            index, name, made=planned.get(name), **spec.split_options(config)
+        )
         if cluster is not None:
             splits = chiefs_splits(cluster, folder, index)
         logger.info("%s splits: fingerprint %s", name, splits_fingerprint(splits))
@@ -554,8 +661,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     run_dir = Path(args.runs_dir) / (args.name or config.preset)
+    set_progress(not args.quiet)
+    quiet_tensorflow_start()
     try:
-        run(config, args.data, run_dir, verbose=2 if args.quiet else "auto")
+        run(
+            config,
+            args.data,
+            run_dir,
+            verbose=0 if args.quiet else "auto",
+            adapt_protocols=args.protocols is None,
+        )
     except KeyboardInterrupt:
         print(f"\ninterrupted: run the same command again to resume {run_dir}", file=sys.stderr)
         return 130

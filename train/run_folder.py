@@ -56,6 +56,7 @@ from model.config import InputSpec, ModelConfig
 from model.files import write_text_atomically
 from model.runs import CARD_FILE, served_model_dir
 from train.config import TrainConfig
+from train.console import counted
 from train.dataset import DatasetIndex
 from train.metrics import ThresholdChoice
 from train.protocols import make_splits
@@ -365,9 +366,9 @@ class ProtocolFolder:
         unknown = sorted(set(assignments["path"]) - set(images.index))
         if unknown:
             raise SplitError(
-                f"{len(unknown)} image(s) of the saved splits in {self.splits_csv} are not in "
-                f"the dataset (e.g. {unknown[0]}); the dataset moved or changed, so start a "
-                "new run folder"
+                f"{counted(len(unknown), 'image')} of the saved splits in {self.splits_csv} "
+                f"are not in the dataset (e.g. {unknown[0]}); the dataset moved or changed, so "
+                "start a new run folder"
             )
         document = self.read_splits_document()
         splits = []
@@ -392,9 +393,14 @@ class ProtocolFolder:
         return splits
 
     def load_or_make_splits(
-        self, index: pd.DataFrame | DatasetIndex, protocol: str, **options: Any
+        self,
+        index: pd.DataFrame | DatasetIndex,
+        protocol: str,
+        made: list[Split] | None = None,
+        **options: Any,
     ) -> list[Split]:
-        """Reuse the saved splits (a resumed run) or make and save new ones.
+        """Reuse the saved splits (a resumed run) or save new ones: ``made`` when given
+        (already made from ``index`` with ``options``), else made here.
 
         Raises:
             SplitError: the folder holds splits of another protocol or other options.
@@ -410,7 +416,7 @@ class ProtocolFolder:
                 )
             logger.info("Reusing the splits saved in %s", self.path)
             return self.read_splits(index)
-        splits = make_splits(index, protocol, **options)
+        splits = made if made is not None else make_splits(index, protocol, **options)
         self.write_splits(splits, params)
         return splits
 

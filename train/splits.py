@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from train.console import summarise_names, warn_once
 from train.dataset import MAGNIFICATIONS, DatasetIndex
 
 logger = logging.getLogger(__name__)
@@ -207,7 +208,8 @@ def index_images(index: pd.DataFrame | DatasetIndex) -> pd.DataFrame:
     images = index.images if isinstance(index, DatasetIndex) else index
     missing = {"path", "label", "patient", "magnification"} - set(images.columns)
     if missing:
-        raise SplitError(f"the index lacks column(s) {', '.join(sorted(missing))}")
+        named = ", ".join(sorted(missing))
+        raise SplitError(f"the index lacks the column{'s' if len(missing) > 1 else ''} {named}")
     if images.empty:
         raise SplitError("the index holds no images")
     return images
@@ -238,8 +240,10 @@ def _make_split(
         tuple(notes),
     )
     for note in notes:
-        logger.warning("%s: %s", name, note)
-    logger.info("%s", split.audit.describe())
+        warn_once(logger, "%s: %s", name, note, key=f"{name}: {note}")
+    # Debug: a run prints every protocol's audits once it uses them (format_audits); the
+    # splits are also made earlier, to plan, and that must not print them twice.
+    logger.debug("%s", split.audit.describe())
     return split
 
 
@@ -305,9 +309,10 @@ def _patient_labels(images: pd.DataFrame) -> pd.Series:
     mixed = labels.nunique()
     mixed = sorted(mixed[mixed > 1].index)
     if mixed:
-        logger.warning(
+        warn_once(
+            logger,
             "patients with images of both classes are stratified by their majority class: %s",
-            ", ".join(mixed),
+            summarise_names(mixed),
         )
     return labels.agg(lambda values: int(values.mode().max())).sort_index()
 
@@ -466,7 +471,9 @@ def magnification_splits(
         except SplitError as error:
             if strict:
                 raise
-            logger.warning("skipping %dX: %s", magnification, error)
+            warn_once(
+                logger, "skipping %dX: %s", magnification, error, key=f"{magnification}: {error}"
+            )
     if not splits:
         raise SplitError(f"no magnification among {magnifications} could be split")
     return splits

@@ -48,6 +48,7 @@ from model.network import (
 )
 from model.quality import ImageProfile
 from train.config import TrainConfig, steps_per_execution_for
+from train.console import counted, progress
 from train.evaluation import fold_evaluation
 from train.metrics import ThresholdChoice, evaluate_predictions, select_threshold
 from train.metrics import calibration as reliability
@@ -200,7 +201,15 @@ def compute_features(
             logger.info("features reused from %s", cache_file)
             return features
     dataset = make_dataset(images, np.zeros(len(images)), config.input, batch_size, training=False)
-    features = feature_extractor(model).predict(dataset.map(lambda x, y: x), verbose=0)
+    extractor = feature_extractor(model)
+    batches = progress(
+        dataset.map(lambda x, y: x),
+        total=math.ceil(len(images) / batch_size),
+        description="ResNet-50 features",
+        unit="batch",
+    )
+    parts = [np.asarray(extractor.predict_on_batch(batch)) for batch in batches]
+    features = np.concatenate(parts) if parts else np.zeros((0, extractor.output.shape[-1]))
     if cache_file is not None:
         save_array_atomically(cache_file, features)
     return features
@@ -323,11 +332,11 @@ def train_fold(
             )
 
     logger.info(
-        "%s: XLA %s, precision policy %s, %d replica(s)",
+        "%s: XLA %s, precision policy %s, %s",
         split.name,
         "on" if network.jit_compile is True else "off",
         keras.mixed_precision.global_policy().name,
-        strategy.num_replicas_in_sync,
+        counted(strategy.num_replicas_in_sync, "replica"),
     )
     has_val = len(rows["val"]) > 0
     callbacks: list[keras.callbacks.Callback] = []

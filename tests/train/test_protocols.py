@@ -49,7 +49,7 @@ def test_the_command_line_and_the_config_read_the_registry():
 
 
 def test_descriptions_say_how_many_splits_and_what_leaks():
-    assert "5 random 70/30 split(s)" in PROTOCOLS["patient"].describe(5, 0.2, True)
+    assert "5 random 70/30 splits" in PROTOCOLS["patient"].describe(5, 0.2, True)
     paper = PROTOCOLS["paper"].describe(1, 0.0, False)
     assert "same patients" in paper and "default 0.5" in paper
     assert PROTOCOLS["paper"].title.startswith("Paper protocol (train 100X/200X/400X")
