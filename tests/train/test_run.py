@@ -309,7 +309,7 @@ def test_gpu_switches_run_on_cpu(small_synthetic_breakhis, tmp_path, caplog):
         ]
     )
     assert code == 0
-    assert "XLA on, precision policy mixed_float16, 1 replica(s)" in caplog.text
+    assert "XLA on, precision policy mixed_float16, 1 replica" in caplog.text
     config = json.loads((tmp_path / "runs" / "smoke" / "config.json").read_text())
     assert config["mixed_precision"] == "mixed_float16" and config["xla"] and config["multi_gpu"]
     from model.artifact import load_artifact
