@@ -325,6 +325,33 @@ def _draw(
     return kept, drawn
 
 
+def _carve_validation(
+    patients_by_class: dict[int, list[str]],
+    train_patients: list[str],
+    val_fraction: float,
+    rng: np.random.Generator,
+) -> tuple[list[str], list[str], list[str]]:
+    """Move ``val_fraction`` of each class's training patients to validation (patient-disjoint
+    by construction: whole patients move). Returns (train, validation, notes); validation is
+    omitted, with a note, when a class has fewer than 2 training patients."""
+    if val_fraction <= 0:
+        return train_patients, [], []
+    in_train = set(train_patients)
+    train_by_class = {
+        label: [patient for patient in patients if patient in in_train]
+        for label, patients in patients_by_class.items()
+    }
+    if min(len(patients) for patients in train_by_class.values()) < 2:
+        note = (
+            "validation omitted: a class has fewer than 2 training patients "
+            f"({', '.join(f'{k}: {len(v)}' for k, v in sorted(train_by_class.items()))}); "
+            "use the default threshold 0.5 and no early stopping on validation"
+        )
+        return train_patients, [], [note]
+    kept, drawn = _draw(train_by_class, val_fraction, rng)
+    return kept, drawn, []
+
+
 def patient_split(
     index: pd.DataFrame | DatasetIndex,
     fold: int,
@@ -374,22 +401,9 @@ def patient_split(
     rng = np.random.default_rng(seed_sequence)
     train_patients, test_patients = _draw(patients_by_class, test_fraction, rng)
 
-    notes: list[str] = []
-    val_patients: list[str] = []
-    if val_fraction > 0:
-        in_train = set(train_patients)
-        train_by_class = {
-            label: [patient for patient in patients if patient in in_train]
-            for label, patients in patients_by_class.items()
-        }
-        if min(len(patients) for patients in train_by_class.values()) < 2:
-            notes.append(
-                "validation omitted: a class has fewer than 2 training patients "
-                f"({', '.join(f'{k}: {len(v)}' for k, v in sorted(train_by_class.items()))}); "
-                "use the default threshold 0.5 and no early stopping on validation"
-            )
-        else:
-            train_patients, val_patients = _draw(train_by_class, val_fraction, rng)
+    train_patients, val_patients, notes = _carve_validation(
+        patients_by_class, train_patients, val_fraction, rng
+    )
 
     def rows(patients: list[str]) -> pd.DataFrame:
         return images[images["patient"].isin(patients)]
