@@ -500,8 +500,9 @@ def patient_kfold_splits(
     check_kfold_feasible(images, n_folds)
     labels = _patient_labels(images)
     patients_by_class = {int(label): sorted(group.index) for label, group in labels.groupby(labels)}
-    # Images in path order, so the folds depend on the seed only, not on the index's row order.
-    ordered = sorted_by_path(images)
+    # StratifiedGroupKFold shuffles the sorted unique patients, so the folds depend on the
+    # seed and the patients only, not on the index's row order (a test checks it).
+    ordered = images.reset_index(drop=True)
     folds = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(
         ordered, ordered["patient"].map(labels), groups=ordered["patient"]
     )

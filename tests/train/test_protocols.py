@@ -79,3 +79,10 @@ def test_kfold_is_described_as_testing_every_patient_once():
     text = PROTOCOLS["kfold"].describe(5, 0.2, True)
     assert "StratifiedGroupKFold" in text and "every patient is tested exactly once" in text
     assert "5 disjoint test folds" in text and "20% of the training patients" in text
+
+
+def test_the_registered_kfold_tests_every_patient_exactly_once(images):
+    options = PROTOCOLS["kfold"].split_options(resolve_config("smoke", {"folds": 5}))
+    splits = make_splits(images, "kfold", **options)
+    tested = sorted(patient for split in splits for patient in set(split.test["patient"]))
+    assert tested == sorted(set(images["patient"]))
