@@ -7,7 +7,7 @@ protocol means adding one :class:`ProtocolSpec` here.
 
 Example:
     >>> list(PROTOCOLS)
-    ['paper', 'patient', 'magnification']
+    ['paper', 'patient', 'magnification', 'kfold']
     >>> PROTOCOLS["paper"].patient_disjoint, PROTOCOLS["patient"].patient_disjoint
     (False, True)
     >>> PROTOCOLS["paper"].requires
@@ -32,8 +32,11 @@ from train.splits import (
     PAPER_TRAIN_MAGNIFICATIONS,
     Split,
     SplitError,
+    check_kfold_feasible,
+    index_images,
     magnification_splits,
     paper_split,
+    patient_kfold_splits,
     patient_splits,
 )
 
@@ -58,6 +61,10 @@ class ProtocolSpec:
             splits, so a resumed run can check they are the same).
         describe: (number of splits, validation fraction, has a validation part) -> how
             the numbers were obtained, in one or two sentences.
+        feasible: (index images, the options of :meth:`split_options`) -> None, raising
+            :class:`~train.splits.SplitError` when the splits cannot be made; cheap, so a run
+            can call :func:`check_feasible` before any training. ``None``: only the
+            ``requires`` columns are checked.
     """
 
     name: str
@@ -67,6 +74,7 @@ class ProtocolSpec:
     make_splits: Callable[..., list[Split]]
     options: Callable[[TrainConfig], dict[str, Any]]
     describe: Callable[[int, float, bool], str]
+    feasible: Callable[..., None] | None = None
 
     def split_options(self, config: TrainConfig) -> dict[str, Any]:
         """The options this protocol's splits are made with, from a run's config."""
@@ -128,6 +136,19 @@ def _describe_magnification(folds: int, validation_fraction: float, has_validati
     )
 
 
+def _describe_kfold(folds: int, validation_fraction: float, has_validation: bool) -> str:
+    return (
+        f"Patient-grouped stratified {folds}-fold cross-validation (scikit-learn "
+        "StratifiedGroupKFold, stratified by each patient's majority class): every patient is "
+        f"tested exactly once, in one of the {folds} disjoint test folds; "
+        f"{_selection(validation_fraction)}. Test patients are never seen in training."
+    )
+
+
+def _kfold_feasible(images: pd.DataFrame, n_folds: int, **_: Any) -> None:
+    check_kfold_feasible(images, n_folds)
+
+
 PROTOCOLS: dict[str, ProtocolSpec] = {
     "paper": ProtocolSpec(
         name="paper",
@@ -159,6 +180,16 @@ PROTOCOLS: dict[str, ProtocolSpec] = {
         options=_magnification_options,
         describe=_describe_magnification,
     ),
+    "kfold": ProtocolSpec(
+        name="kfold",
+        title="Patient k-fold protocol (every patient tested once)",
+        patient_disjoint=True,
+        requires=("patient",),
+        make_splits=patient_kfold_splits,
+        options=_patient_options,
+        describe=_describe_kfold,
+        feasible=_kfold_feasible,
+    ),
 }
 """Every protocol by name, in the order the command line lists them."""
 
@@ -175,6 +206,40 @@ def protocol(name: str) -> ProtocolSpec:
         raise SplitError(
             f"unknown protocol {name!r}; expected one of {', '.join(PROTOCOLS)}"
         ) from None
+
+
+def check_feasible(
+    spec: ProtocolSpec, index: pd.DataFrame | DatasetIndex, options: dict[str, Any]
+) -> None:
+    """Refuse, before any work, a protocol whose splits cannot be made from ``index`` with
+    ``options`` (those of :meth:`ProtocolSpec.split_options`).
+
+    Raises:
+        SplitError: a ``requires`` column unknown for some images, or the protocol's own
+            ``feasible`` check failed (e.g. too few patients per class for k folds).
+
+    Example:
+        >>> images = pd.DataFrame({"path": ["a.png", "b.png"], "label": [0, 1],
+        ...                        "patient": ["p1", "p2"], "magnification": [40, 40]})
+        >>> check_feasible(PROTOCOLS["kfold"], images, {"n_folds": 2, "seed": 0})
+        Traceback (most recent call last):
+        ...
+        train.splits.SplitError: ... 2 patients per class ...; found 1 benign and 1 malignant
+        >>> check_feasible(PROTOCOLS["kfold"], images, {"n_folds": 1, "seed": 0})
+        Traceback (most recent call last):
+        ...
+        train.splits.SplitError: the patient k-fold protocol needs at least 2 folds (got 1); ...
+    """
+    images = index_images(index)
+    for column in spec.requires:
+        unknown = int(images[column].isna().sum())
+        if unknown:
+            raise SplitError(
+                f"the {spec.name} protocol needs the {column} of every image; "
+                f"{unknown} of {len(images)} images have none"
+            )
+    if spec.feasible is not None:
+        spec.feasible(images, **options)
 
 
 def make_splits(

@@ -34,6 +34,7 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -468,6 +469,7 @@ def _leakage_lines(protocol: ProtocolRecord) -> list[str]:
             "**Patient-disjoint: yes.** No patient has images in two parts of any split "
             f"(leakage audit in `{protocol.name}/splits.json`; {counts}).",
             "",
+            *_coverage_lines(protocol.name, audits),
         ]
     lines = []
     for audit in audits:
@@ -488,6 +490,26 @@ def _leakage_lines(protocol: ProtocolRecord) -> list[str]:
             )
         lines += [verdict, ""]
     return lines
+
+
+def _coverage_lines(name: str, audits: list[dict[str, Any]]) -> list[str]:
+    """For the k-fold protocol, whether its audits show every patient tested exactly once:
+    patient-disjoint folds whose test patients add up to the patients of one fold."""
+    if name != "kfold" or not audits:
+        return []
+    tested = sum(audit["patients"]["test"] for audit in audits)
+    total = sum(audits[0]["patients"].values())
+    if tested == total:
+        return [
+            f"**Every patient is tested exactly once:** the {len(audits)} test folds hold "
+            f"{tested} patients, all {total} of the dataset.",
+            "",
+        ]
+    return [
+        f"**Not every patient is tested exactly once:** the {len(audits)} test folds hold "
+        f"{tested} patients, of {total} in the dataset.",
+        "",
+    ]
 
 
 def _fold_table(protocol: ProtocolRecord) -> list[str]:

@@ -15,6 +15,12 @@ The split functions of the protocols (registered, with their titles and options,
     reproducible from ``(seed, k)`` alone.
 ``magnification``
     The patient protocol run separately on each magnification's images.
+``kfold``
+    Patient-grouped stratified k-fold (scikit-learn ``StratifiedGroupKFold``): the patients are
+    dealt into k test folds, so every patient is tested exactly once and test sets never
+    overlap (Spanhol's random splits leave some patients untested and test others twice). A
+    patient-disjoint validation part is carved out of each fold's training patients as in the
+    patient protocol.
 
 Every ``Split`` carries a ``LeakageAudit`` (patients shared between its parts). A run saves
 its splits in its folder (``splits.csv``, ``splits.json``: see :mod:`train.run_folder`) so a
@@ -37,7 +43,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from train.console import summarise_names, warn_once
 from train.dataset import MAGNIFICATIONS, DatasetIndex
@@ -330,6 +336,33 @@ def _draw(
     return kept, drawn
 
 
+def _carve_validation(
+    patients_by_class: dict[int, list[str]],
+    train_patients: list[str],
+    val_fraction: float,
+    rng: np.random.Generator,
+) -> tuple[list[str], list[str], list[str]]:
+    """Move ``val_fraction`` of each class's training patients to validation (patient-disjoint
+    by construction: whole patients move). Returns (train, validation, notes); validation is
+    omitted, with a note, when a class has fewer than 2 training patients."""
+    if val_fraction <= 0:
+        return train_patients, [], []
+    in_train = set(train_patients)
+    train_by_class = {
+        label: [patient for patient in patients if patient in in_train]
+        for label, patients in patients_by_class.items()
+    }
+    if min(len(patients) for patients in train_by_class.values()) < 2:
+        note = (
+            "validation omitted: a class has fewer than 2 training patients "
+            f"({', '.join(f'{k}: {len(v)}' for k, v in sorted(train_by_class.items()))}); "
+            "use the default threshold 0.5 and no early stopping on validation"
+        )
+        return train_patients, [], [note]
+    kept, drawn = _draw(train_by_class, val_fraction, rng)
+    return kept, drawn, []
+
+
 def patient_split(
     index: pd.DataFrame | DatasetIndex,
     fold: int,
@@ -379,22 +412,9 @@ def patient_split(
     rng = np.random.default_rng(seed_sequence)
     train_patients, test_patients = _draw(patients_by_class, test_fraction, rng)
 
-    notes: list[str] = []
-    val_patients: list[str] = []
-    if val_fraction > 0:
-        in_train = set(train_patients)
-        train_by_class = {
-            label: [patient for patient in patients if patient in in_train]
-            for label, patients in patients_by_class.items()
-        }
-        if min(len(patients) for patients in train_by_class.values()) < 2:
-            notes.append(
-                "validation omitted: a class has fewer than 2 training patients "
-                f"({', '.join(f'{k}: {len(v)}' for k, v in sorted(train_by_class.items()))}); "
-                "use the default threshold 0.5 and no early stopping on validation"
-            )
-        else:
-            train_patients, val_patients = _draw(train_by_class, val_fraction, rng)
+    train_patients, val_patients, notes = _carve_validation(
+        patients_by_class, train_patients, val_fraction, rng
+    )
 
     def rows(patients: list[str]) -> pd.DataFrame:
         return images[images["patient"].isin(patients)]
@@ -431,6 +451,90 @@ def patient_splits(
         )
         for fold in range(1, n_folds + 1)
     ]
+
+
+def check_kfold_feasible(images: pd.DataFrame, n_folds: int) -> None:
+    """Refuse, before any work, a k-fold that cannot give every test fold both classes.
+
+    Raises:
+        SplitError: fewer than 2 folds, images without a patient id, or a class with fewer
+            patients than folds.
+    """
+    if n_folds < 2:
+        raise SplitError(
+            f"the patient k-fold protocol needs at least 2 folds (got {n_folds}); "
+            "pass e.g. --folds 5"
+        )
+    labels = _patient_labels(images)
+    counts = {label: int((labels == label).sum()) for label in (0, 1)}
+    fewest = min(counts.values())
+    if fewest < n_folds:
+        hint = f"; use --folds {fewest} or fewer" if fewest >= 2 else ""
+        raise SplitError(
+            f"the patient k-fold protocol with {n_folds} folds needs at least {n_folds} "
+            f"patients per class (one per test fold); found {counts[0]} benign and "
+            f"{counts[1]} malignant{hint}"
+        )
+
+
+def patient_kfold_splits(
+    index: pd.DataFrame | DatasetIndex,
+    *,
+    n_folds: int = 5,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+) -> list[Split]:
+    """The patient k-fold protocol: ``kfold-fold1`` .. ``kfold-fold<n_folds>``.
+
+    ``StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)`` runs on the
+    images with the patient as group (a patient's images stay together) and the patient's
+    majority class as label (so a mixed patient counts wholly as that class, as in the
+    patient protocol's stratification): the folds keep the class proportions while each
+    patient lands in exactly one test fold. Each fold's validation part is
+    ``round(val_fraction * n)`` of each class's training patients, drawn from ``(seed, fold)``.
+
+    Raises:
+        SplitError: see :func:`check_kfold_feasible`.
+
+    Example:
+        >>> splits = patient_kfold_splits(images, n_folds=5, seed=42)  # doctest: +SKIP
+        >>> sum(split.audit.patients["test"] for split in splits)       # doctest: +SKIP
+        82
+    """
+    images = index_images(index)
+    check_kfold_feasible(images, n_folds)
+    labels = _patient_labels(images)
+    patients_by_class = {int(label): sorted(group.index) for label, group in labels.groupby(labels)}
+    # StratifiedGroupKFold shuffles the sorted unique patients, so the folds depend on the
+    # seed and the patients only, not on the index's row order (a test checks it).
+    ordered = images.reset_index(drop=True)
+    folds = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(
+        ordered, ordered["patient"].map(labels), groups=ordered["patient"]
+    )
+    splits = []
+    for fold, (train_rows, test_rows) in enumerate(folds, start=1):
+        test_patients = sorted(set(ordered["patient"].iloc[test_rows]))
+        rng = np.random.default_rng(np.random.SeedSequence([seed, fold]))
+        train_patients, val_patients, notes = _carve_validation(
+            patients_by_class, sorted(set(ordered["patient"].iloc[train_rows])), val_fraction, rng
+        )
+
+        def rows(patients: list[str]) -> pd.DataFrame:
+            return ordered[ordered["patient"].isin(patients)]
+
+        splits.append(
+            _make_split(
+                f"kfold-fold{fold}",
+                "kfold",
+                fold,
+                None,
+                rows(train_patients),
+                rows(val_patients),
+                rows(test_patients),
+                notes,
+            )
+        )
+    return splits
 
 
 def magnification_splits(

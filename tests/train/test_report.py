@@ -61,10 +61,17 @@ def _history(has_val: bool, rng: np.random.Generator) -> pd.DataFrame:
     return pd.DataFrame(frame)
 
 
-def build_run(run_dir: Path, data: Path, folds: int = 2, seed: int = 7) -> Path:
-    """Write a complete run folder (paper + patient protocols) as ``train.run`` would."""
+def build_run(
+    run_dir: Path,
+    data: Path,
+    folds: int = 2,
+    seed: int = 7,
+    protocols: tuple[str, ...] = ("paper", "patient", "kfold"),
+) -> Path:
+    """Write a complete run folder (paper, patient and k-fold protocols) as ``train.run``
+    would."""
     config = resolve_config(
-        "smoke", {"protocols": ["paper", "patient"], "folds": folds, "bootstrap": 200}
+        "smoke", {"protocols": list(protocols), "folds": folds, "bootstrap": 200}
     )
     run = RunFolder(run_dir)
     run.start(config, str(data))
@@ -230,6 +237,25 @@ def test_per_fold_rows_and_mean_sd_match_the_metrics(report_run, report_text):
     assert mean_row[2] == f"{summary.metrics['accuracy']:.3f} ± {summary.spread['accuracy']:.3f}"
 
 
+def test_kfold_protocol_is_reported_like_the_patient_one(report_run, report_text):
+    summary = _summaries(report_run)["kfold"]
+    row = _row(report_text, "this run (smoke preset), kfold protocol")
+    assert row[1] == "Patient k-fold protocol (every patient tested once)" and row[2] == "yes"
+    assert row[3] == (
+        f"{100 * summary.metrics['accuracy']:.1f}% ± {100 * summary.spread['accuracy']:.1f}"
+    )
+    assert row[-1] == "mean ± sd over 2 splits"
+    section = report_text.split("## Patient k-fold protocol", 1)[1].split("\n## ", 1)[0]
+    assert "every patient is tested exactly once, in one of the 2 disjoint test folds" in section
+    assert "**Every patient is tested exactly once:** the 2 test folds hold 10 patients, " \
+        "all 10 of the dataset." in section
+    mean_row = _row(section, "**mean ± sd (2)**")
+    assert mean_row[2] == f"{summary.metrics['accuracy']:.3f} ± {summary.spread['accuracy']:.3f}"
+    assert _row(section, "kfold-fold1 |") and _row(section, "kfold-fold2 |")
+    # The patient protocol's random splits make no such claim.
+    assert report_text.count("tested exactly once:**") == 1
+
+
 def test_both_patient_level_definitions_are_explained_and_reported(report_text):
     assert "**patient recognition rate** (Spanhol et al. 2016)" in report_text
     assert "**patient vote accuracy** thresholds each patient's mean" in report_text
@@ -271,7 +297,8 @@ def test_confusion_matrix_magnifications_calibration_and_config(report_run, repo
 # --- robustness and helpers ---------------------------------------------------------------
 def test_a_moved_dataset_still_gives_a_report_without_samples(tmp_path):
     data = make_synthetic_breakhis(tmp_path / "data", patients_per_class=3, size=(70, 46))
-    run_dir = build_run(tmp_path / "run", data, folds=1)
+    # One fold: the k-fold protocol needs two.
+    run_dir = build_run(tmp_path / "run", data, folds=1, protocols=("paper", "patient"))
     for png in data.rglob("*.png"):
         png.unlink()
     text = write_report(run_dir).read_text()

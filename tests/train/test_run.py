@@ -319,6 +319,41 @@ def test_gpu_switches_run_on_cpu(small_synthetic_breakhis, tmp_path, caplog):
     assert {layer.dtype_policy.compute_dtype for layer in served.layers} == {"float32"}
 
 
+def test_kfold_protocol_end_to_end(small_synthetic_breakhis, tmp_path):
+    """``--protocols kfold --folds 2``: both folds train, their test folds hold every patient
+    once, the served model comes from it and the report says so."""
+    runs = tmp_path / "runs"
+    code = main(
+        [
+            "--preset",
+            "smoke",
+            "--protocols",
+            "kfold",
+            "--folds",
+            "2",
+            "--data",
+            str(small_synthetic_breakhis),
+            "--runs-dir",
+            str(runs),
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    run = runs / "smoke"
+    assignments = pd.read_csv(run / "kfold" / "splits.csv")
+    tested = assignments[assignments["split"] == "test"]
+    assert set(tested["name"]) == {"kfold-fold1", "kfold-fold2"}
+    assert tested["path"].is_unique and len(tested) == 80  # every image (patient) tested once
+    for fold in ("kfold-fold1", "kfold-fold2"):
+        assert json.loads((run / "kfold" / fold / "metrics.json").read_text())["audit"][
+            "patient_disjoint"
+        ]
+    summary = json.loads((run / "run_summary.json").read_text())
+    assert summary["served_model"] == {"protocol": "kfold", "fold": "kfold-fold1"}
+    report = (run / "report.md").read_text()
+    assert "**Every patient is tested exactly once:** the 2 test folds hold 10 patients" in report
+
+
 def test_xla_with_determinism_is_refused(small_synthetic_breakhis, tmp_path, capsys):
     code = main(
         [

@@ -6,6 +6,7 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -24,6 +25,7 @@ from train.splits import (
     format_audits,
     magnification_splits,
     paper_split,
+    patient_kfold_splits,
     patient_split,
     patient_splits,
 )
@@ -294,3 +296,87 @@ def test_format_audits_lists_every_split_and_note(sample_images: pd.DataFrame) -
     assert text.startswith("paper: train 11 patients / 21 images")
     assert "note: image-level protocol" in text
     assert "patient-fold1:" in text and "patient-disjoint" in text
+
+
+# --- patient k-fold protocol --------------------------------------------------------------
+def uneven_index(seed: int = 0) -> pd.DataFrame:
+    """17 benign and 31 malignant patients with 1 to 12 images each, rows shuffled."""
+    rng = np.random.default_rng(seed)
+    rows = [
+        {
+            "path": f"/d/{label}-{number}-{image}.png",
+            "label": label,
+            "patient": f"{label}-{number:02d}",
+            "magnification": 40,
+        }
+        for label, count in ((0, 17), (1, 31))
+        for number in range(count)
+        for image in range(int(rng.integers(1, 13)))
+    ]
+    frame = pd.DataFrame(rows).sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    frame["magnification"] = frame["magnification"].astype("Int64")
+    return frame
+
+
+def test_kfold_tests_every_patient_exactly_once() -> None:
+    images = uneven_index()
+    splits = patient_kfold_splits(images, n_folds=5, seed=42)
+    assert [split.name for split in splits] == [f"kfold-fold{k}" for k in range(1, 6)]
+    tested = [patient for split in splits for patient in patients(split.test)]
+    assert sorted(tested) == sorted(set(images["patient"]))  # all of them, none twice
+    for split in splits:
+        parts = [patients(split.train), patients(split.val), patients(split.test)]
+        assert split.audit.patient_disjoint
+        assert not (parts[0] & parts[1]) and not ((parts[0] | parts[1]) & parts[2])
+        # Train, validation and test together hold every image of the index, once.
+        assert sorted(pd.concat([split.train, split.val, split.test])["path"]) == sorted(
+            images["path"]
+        )
+        assert split.val["patient"].nunique() >= 2 and set(split.val["label"]) == {0, 1}
+
+
+def test_kfold_keeps_the_class_balance_in_every_fold() -> None:
+    """Stratified on the images (each carrying its patient's class): every test fold's
+    malignant share is within 5 points of the whole set's 61% (GroupKFold, unstratified,
+    gives 36% to 80% here), and every fold tests several patients of each class."""
+    images = uneven_index()
+    overall = images["label"].mean()
+    for split in patient_kfold_splits(images, n_folds=5, seed=42):
+        assert abs(split.test["label"].mean() - overall) < 0.05, split.name
+        per_class = split.test.groupby("patient")["label"].first().value_counts()
+        assert per_class[0] >= 3 and per_class[1] >= 5, split.name
+
+
+def test_kfold_is_deterministic_for_a_seed_and_changes_with_it() -> None:
+    images = uneven_index()
+
+    def test_sets(frame: pd.DataFrame, seed: int) -> list[set[str]]:
+        return [patients(split.test) for split in patient_kfold_splits(frame, seed=seed)]
+
+    def val_sets(frame: pd.DataFrame, seed: int) -> list[set[str]]:
+        return [patients(split.val) for split in patient_kfold_splits(frame, seed=seed)]
+
+    reordered = images.sample(frac=1.0, random_state=1)
+    assert test_sets(images, 3) == test_sets(reordered, 3)  # row order does not matter
+    assert val_sets(images, 3) == val_sets(reordered, 3)
+    assert test_sets(images, 3) != test_sets(images, 4)
+
+
+def test_kfold_counts_a_mixed_patient_as_its_majority_class(caplog) -> None:
+    images = toy_index((4, 4), images_per_patient=3)
+    images.loc[images.index[:1], "label"] = 1  # patient 0-0: one malignant, two benign images
+    with caplog.at_level(logging.WARNING):
+        splits = patient_kfold_splits(images, n_folds=4, seed=0)
+    assert "stratified by their majority class: 0-0" in caplog.text
+    for split in splits:  # every fold tests one benign (by majority) and one malignant patient
+        assert sorted(p[0] for p in patients(split.test)) == ["0", "1"]
+
+
+def test_kfold_refuses_too_few_patients_or_folds() -> None:
+    with pytest.raises(SplitError, match=r"with 5 folds needs at least 5 patients per class "
+                       r"\(one per test fold\); found 4 benign and 9 malignant; use --folds 4"):
+        patient_kfold_splits(toy_index((4, 9)), n_folds=5)
+    with pytest.raises(SplitError, match=r"needs at least 2 folds \(got 1\)"):
+        patient_kfold_splits(toy_index((4, 9)), n_folds=1)
+    with pytest.raises(SplitError, match="need a patient id for every image; 26 images"):
+        patient_kfold_splits(toy_index((4, 9)).assign(patient=None), n_folds=2)
