@@ -207,7 +207,9 @@ def test_mixed_upload_through_the_file_chooser_lists_and_counts_every_file(
                 has_text=re.compile(r"\d+ of \d+ images? classified\.")
             )
             count_line.wait_for(timeout=180_000)
-            page.get_by_text("Duplicate of 3.").wait_for(timeout=60_000)
+            # The per-image details come last in a batch: once their heading is there, the
+            # whole result has been drawn.
+            page.get_by_role("heading", name="Images", exact=True).wait_for(timeout=60_000)
             grids = page.locator("[data-testid='stDataFrame']")
             grids.nth(1).wait_for(timeout=60_000)  # results, then cases
 
