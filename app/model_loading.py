@@ -9,6 +9,7 @@ every load.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
@@ -114,8 +115,10 @@ class ModelHandle:
         if error is None:
             return None
         if isinstance(error, ArtifactError):
-            return str(error)
-        return f"the model could not be loaded ({type(error).__name__}: {error})"
+            return without_server_paths(str(error))
+        return without_server_paths(
+            f"the model could not be loaded ({type(error).__name__}: {error})"
+        )
 
     @property
     def card(self) -> ModelCard | None:
@@ -133,6 +136,31 @@ class ModelHandle:
             raise self._error
         assert self._analyzer is not None
         return self._analyzer
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w:/.~-])/[^\s'\"`,;()<>]*[^\s'\"`,;()<>.:]")
+"""An absolute POSIX path in running text (not the ``//host/...`` of a URL or an ``hf://``
+id, not a relative ``runs/<name>``), without a full stop or colon that ends its sentence."""
+
+
+def without_server_paths(message: str) -> str:
+    """``message`` with every absolute path on the server cut to its last component.
+
+    Our own messages name a model by its run name (:func:`app.model_source.local_name`),
+    but the libraries they quote do not: Keras says ``File not found:
+    filepath=/srv/models/run-7/model/model.keras``, and an uploaded ``.zip`` is read from a
+    scratch folder. Visitors see these messages (the pages, the sidebar, ``/api/model``), and
+    the server's folders are none of their business.
+
+    Example:
+        >>> without_server_paths("File not found: filepath=/srv/a/run-7/model/model.keras.")
+        'File not found: filepath=model.keras.'
+        >>> without_server_paths("https://host/m/model.zip#sha256=ab or hf://o/n@v1 or runs/q")
+        'https://host/m/model.zip#sha256=ab or hf://o/n@v1 or runs/q'
+        >>> without_server_paths("input (None, 96, 144, 3) / 2 at '/tmp/tmpq1w2/model.keras'")
+        "input (None, 96, 144, 3) / 2 at 'model.keras'"
+    """
+    return _ABSOLUTE_PATH.sub(lambda match: match.group().rstrip("/").rsplit("/", 1)[-1], message)
 
 
 def model_status(handle: ModelHandle | None) -> dict[str, Any]:

@@ -31,7 +31,8 @@ def test_command_line_beats_environment_beats_newest_run(tmp_path: Path) -> None
     _fake_run(tmp_path, "run-a", 1_000)
     environ = {"BCD_MODEL": "/models/env", "BCD_RUNS_DIR": str(tmp_path)}
     argv = ["--model", "/models/cli"]
-    assert resolve_model_source(argv, environ).detail == "--model /models/cli"
+    # named by its own name, not the server path /models/cli
+    assert resolve_model_source(argv, environ).detail == "cli from --model"
     from_env = resolve_model_source([], environ)
     assert (from_env.origin, str(from_env.path)) == ("environment", "/models/env")
     from_runs = resolve_model_source([], {"BCD_RUNS_DIR": str(tmp_path)})
