@@ -299,7 +299,8 @@ def _cases(table: pd.DataFrame, threshold: float, labels: Mapping[int, str]) -> 
             "malignant_images": "images at/above threshold",
         },
     )
-    left_out = int(((table["error"] == "") & (table["case"] == "")).sum())
+    counted_once = uploads.counted(table)  # a repeated upload is not a second image
+    left_out = int(((counted_once["error"] == "") & (counted_once["case"] == "")).sum())
     note = (
         f"Case label: mean probability of the labelled images at or above the threshold "
         f'{threshold:.3g}; "{WITHHELD_LABEL}" when no image of the case has a label.'

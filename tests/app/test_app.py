@@ -77,7 +77,8 @@ def test_model_from_environment_variable(monkeypatch, trained_artifact: Path) ->
     assert texts(app.title) == ["Classify images"]
     header = " ".join(texts(app.caption))
     assert "test-fixture-random-weights" in header
-    assert f"BCD_MODEL={trained_artifact}" in header
+    assert f"run {trained_artifact.name} from BCD_MODEL" in header
+    assert str(trained_artifact.parent) not in header  # the run's name, not a server path
     assert "patient-disjoint test (patient): Accuracy 85.1%" in header
     assert app.sidebar.selectbox(key="cam_method").value == "gradcam"
 
@@ -94,7 +95,7 @@ def test_newest_run_is_used_without_configuration(
     newest = isolated_model_environment / trained_artifact.name
     newest.symlink_to(trained_artifact)
     app = new_app().run()
-    assert "newest run in" in " ".join(texts(app.caption))
+    assert f"newest run: {trained_artifact.name}" in " ".join(texts(app.caption))
     assert "test-fixture-random-weights" in " ".join(texts(app.caption))
 
 
@@ -195,9 +196,11 @@ def test_several_uploads_with_bad_files(
     assert errors[2].startswith("not an image")
     assert "truncated" in errors[3] or "damaged" in errors[3]
     assert errors[4].startswith("image too large")
-    assert table["warnings"][1] == f"not classified: {errors[1]}"  # visible in the table
+    assert table["warnings"][1] == ""  # the error is said once, in its own column
     assert table["probability"].notna().tolist() == [True, False, False, False, False, True]
-    assert "4 could not be read" in " ".join(texts(app.markdown))
+    assert "**2 of 6 images classified.** 4 files could not be used" in " ".join(
+        texts(app.markdown)
+    )
     shown = " ".join(texts(app.error))
     assert "empty file" in shown and "not an image" in shown
     # The server keeps serving: a new upload afterwards still classifies.
@@ -296,6 +299,7 @@ def test_csv_download_matches_the_results_table(
         "warnings",
         "label_from_name",
         "error",
+        "duplicate_of",
     ]
     assert csv["file"].tolist() == [*sample_images, "'=cmd|calc.png"]  # formula defused
     assert pd.to_numeric(csv["probability"][:3]).tolist() == pytest.approx(
@@ -311,10 +315,11 @@ def test_case_aggregation_by_patient_and_typed_case_id(
     monkeypatch.setenv("BCD_MODEL", str(trained_artifact))
     app = run_until_loaded(new_app())
     slide = png_bytes(tissue_like(9))
-    upload(app, [*sample_images.items(), ("slide-a.png", slide), ("slide-b.png", slide)])
+    other_slide = png_bytes(tissue_like(10))  # distinct: duplicates are tests/app/test_uploads*
+    upload(app, [*sample_images.items(), ("slide-a.png", slide), ("slide-b.png", other_slide)])
     cases = case_table(app)
     assert set(cases["case"]) == {"14-2523", "14-25197"}
-    assert "2 image(s) without a case id are not included" in " ".join(texts(app.caption))
+    assert "2 images without a case id are not included" in " ".join(texts(app.caption))
 
     app.text_input(key="default_case").set_value("CASE-7").run()
     table = results(app)

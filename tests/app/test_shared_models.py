@@ -78,7 +78,7 @@ def test_the_sidebar_field_loads_a_url_and_a_failure_keeps_the_servers_model(
     assert error.startswith("**chosen in this session: model.zip@sha256:dddddddddddd** could not")
     assert "answered HTTP 404 Not Found" in error and "keeps the server's model" in error
     assert texts(app.title) == ["Classify images"]
-    assert f"BCD_MODEL={trained_artifact}" in " ".join(texts(app.caption))
+    assert f"run {trained_artifact.name} from BCD_MODEL" in " ".join(texts(app.caption))
 
     # A good one: it takes over for this session, named by its short name.
     app.sidebar.text_input(key="model_location").input(location)

@@ -247,8 +247,10 @@ def test_kfold_protocol_is_reported_like_the_patient_one(report_run, report_text
     assert row[-1] == "mean ± sd over 2 splits"
     section = report_text.split("## Patient k-fold protocol", 1)[1].split("\n## ", 1)[0]
     assert "every patient is tested exactly once, in one of the 2 disjoint test folds" in section
-    assert "**Every patient is tested exactly once:** the 2 test folds hold 10 patients, " \
+    assert (
+        "**Every patient is tested exactly once:** the 2 test folds hold 10 patients, "
         "all 10 of the dataset." in section
+    )
     mean_row = _row(section, "**mean ± sd (2)**")
     assert mean_row[2] == f"{summary.metrics['accuracy']:.3f} ± {summary.spread['accuracy']:.3f}"
     assert _row(section, "kfold-fold1 |") and _row(section, "kfold-fold2 |")

@@ -373,8 +373,11 @@ def test_kfold_counts_a_mixed_patient_as_its_majority_class(caplog) -> None:
 
 
 def test_kfold_refuses_too_few_patients_or_folds() -> None:
-    with pytest.raises(SplitError, match=r"with 5 folds needs at least 5 patients per class "
-                       r"\(one per test fold\); found 4 benign and 9 malignant; use --folds 4"):
+    with pytest.raises(
+        SplitError,
+        match=r"with 5 folds needs at least 5 patients per class "
+        r"\(one per test fold\); found 4 benign and 9 malignant; use --folds 4",
+    ):
         patient_kfold_splits(toy_index((4, 9)), n_folds=5)
     with pytest.raises(SplitError, match=r"needs at least 2 folds \(got 1\)"):
         patient_kfold_splits(toy_index((4, 9)), n_folds=1)
