@@ -129,6 +129,12 @@ def warn_once(logger: logging.Logger, message: str, *args: Any, key: str | None 
     logger.log(logging.WARNING if first else logging.DEBUG, message, *args)
 
 
+def forget_warnings() -> None:
+    """Let :func:`warn_once` say every warning again (a new run in the same process)."""
+    with _SAID_LOCK:
+        _SAID.clear()
+
+
 def set_progress(enabled: bool) -> None:
     """Show (default) or hide the progress bars of :func:`progress` (``--quiet`` hides)."""
     _PROGRESS["enabled"] = enabled

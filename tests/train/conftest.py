@@ -32,3 +32,11 @@ def small_synthetic_breakhis(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _make_synthetic_breakhis(
         root, patients_per_class=5, images_per_magnification=2, size=SMALL_SIZE
     )
+
+
+@pytest.fixture(autouse=True)
+def _each_test_hears_its_warnings() -> None:
+    """warn_once says a warning once per process; each test is a fresh run."""
+    from train.console import forget_warnings
+
+    forget_warnings()

@@ -367,7 +367,7 @@ def test_kfold_counts_a_mixed_patient_as_its_majority_class(caplog) -> None:
     images.loc[images.index[:1], "label"] = 1  # patient 0-0: one malignant, two benign images
     with caplog.at_level(logging.WARNING):
         splits = patient_kfold_splits(images, n_folds=4, seed=0)
-    assert "stratified by their majority class: 0-0" in caplog.text
+    assert "stratified by their majority class: 1 (0-0)" in caplog.text
     for split in splits:  # every fold tests one benign (by majority) and one malignant patient
         assert sorted(p[0] for p in patients(split.test)) == ["0", "1"]
 
