@@ -126,14 +126,18 @@ READ_VISIBLE_CELLS = """grid => {
 
 
 def rendered_table(grid: Any, max_scrolls: int = 20) -> list[dict[str, str]]:
-    """The rows of a rendered ``st.dataframe`` (``grid``, a Playwright element handle), each
-    as {column header: cell text}.
+    """The rows of a rendered ``st.dataframe`` (``grid``, a Playwright locator), each as
+    {column header: cell text}.
 
     ``st.dataframe`` draws on a canvas (glide-data-grid); beside it, it renders an accessible
     ``<table role=grid>`` of the cells in view only. So this scrolls the grid to the right
     with the mouse wheel, as a visitor would (setting ``scrollLeft`` from a script does not
     re-render it), and collects every cell seen until every column has been.
     """
+    # The frame of an ``st.dataframe`` is drawn before its grid is mounted: on a busy
+    # machine there can be seconds between the two.
+    grid.locator("table[role=grid]").wait_for(state="attached", timeout=60_000)
+    grid = grid.element_handle()
     headers: dict[int, str] = {}
     cells: dict[str, str] = {}
     grid.hover()
@@ -213,7 +217,7 @@ def test_mixed_upload_through_the_file_chooser_lists_and_counts_every_file(
             grids = page.locator("[data-testid='stDataFrame']")
             grids.nth(1).wait_for(timeout=60_000)  # results, then cases
 
-            table = {row["file"]: row for row in rendered_table(grids.nth(0).element_handle())}
+            table = {row["file"]: row for row in rendered_table(grids.nth(0))}
             assert list(table) == [path.name for path in mixed_upload]
             webp, gif, png, copy, text = (table[path.name] for path in mixed_upload)
             for image in (webp, gif, png):
@@ -232,7 +236,7 @@ def test_mixed_upload_through_the_file_chooser_lists_and_counts_every_file(
                 "1 duplicate upload (the same content as an earlier file) counted once: see "
                 "the duplicate of column."
             )
-            cases = {row["case"]: row for row in rendered_table(grids.nth(1).element_handle())}
+            cases = {row["case"]: row for row in rendered_table(grids.nth(1))}
             assert cases["14-2523"]["images"] == "1"
             assert cases[TYPED_CASE]["images"] == "2"  # WebP and GIF; not the copy again
 
