@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import math
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -214,7 +215,7 @@ def prepare_upload(
     # the pixels so that nothing the session keeps refers to the large array.
     prepared = replace(prepared, image=replace(decoded, pixels=display.pixels))
     del decoded
-    return PreparedUpload(
+    upload = PreparedUpload(
         file_id,
         file_name,
         name_info,
@@ -222,6 +223,17 @@ def prepare_upload(
         prepared=prepared,
         seconds=time.perf_counter() - started,
     )
+    _LIVE_UPLOADS.add(upload)
+    return upload
+
+
+_LIVE_UPLOADS: weakref.WeakSet[PreparedUpload] = weakref.WeakSet()
+
+
+def prepared_uploads_in_memory() -> int:
+    """How many prepared uploads (display copies) this process still holds, in any session:
+    what ``GET /api/sessions`` reports to show that closed sessions' images are gone."""
+    return len(_LIVE_UPLOADS)
 
 
 ProgressCallback = Callable[[int, int], None]
