@@ -44,6 +44,10 @@ from starlette.routing import Route  # noqa: E402
 from app import results, sessions, state  # noqa: E402
 from app.runtime_fixes import keep_keras_session  # noqa: E402
 
+# Before the server starts its threads: fewer malloc heaps, so memory freed when a session
+# ends can be returned to the system (app.sessions.limit_malloc_arenas).
+sessions.limit_malloc_arenas()
+
 UI_SCRIPT = Path(__file__).resolve().with_name("ui.py")
 MODEL_STATUS_PATH = "/api/model"
 SESSIONS_PATH = "/api/sessions"

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 GRACE_ENV = "BCD_SESSION_GRACE_S"
+MALLOC_ARENAS = 2
+_M_ARENA_MAX = -8  # mallopt parameter number, from glibc's malloc.h
 DEFAULT_GRACE_S = 60.0
 
 _LOG = logging.getLogger(__name__)
@@ -100,6 +102,26 @@ def release_memory() -> bool:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         return bool(libc.malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas at ``arenas`` for the rest of the process, as
+    ``MALLOC_ARENA_MAX`` would (which is left to win when it is set). False where it was not
+    applied (set in the environment, or a C library without ``mallopt``).
+
+    Why: glibc gives threads their own heaps (up to 8 per core); Streamlit runs each
+    session's script in its own thread, so freed image memory ends up scattered in heaps
+    that :func:`release_memory` cannot hand back. Measured with ``bench/bench_app.py
+    --phases server_memory`` (docs/benchmarks.md): a lower peak and a lower RSS after the
+    sessions end. Call it before threads start (``app.main`` does, at import).
+    """
+    if os.environ.get("MALLOC_ARENA_MAX", "").strip():
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc.mallopt(_M_ARENA_MAX, arenas) == 1
     except (OSError, AttributeError):
         return False
 

@@ -433,6 +433,12 @@ class RssSampler:
                 return
             time.sleep(self.interval)
 
+    def mark(self) -> float:
+        """The peak so far, then start a new one (the peak of the next stage)."""
+        peak, self.peak_mb = self.peak_mb, rss_mb(self.pid)
+        self.overall_mb = max(getattr(self, "overall_mb", 0.0), peak)
+        return round(peak, 1)
+
     def __enter__(self) -> RssSampler:
         self._thread.start()
         return self
@@ -511,6 +517,7 @@ def phase_server_memory(model: Path, images: int, malloc_arena_max: int | None) 
                         time.perf_counter() - began, 2
                     )
                     result["rss_after_batch_mb"] = round(rss_mb(process.pid), 1)
+                    result["peak_while_classifying_mb"] = sampler.mark()
                     labels = [f"images 7-12 of {images}", f"images 13-18 of {images}"]
                     result["details_page_s"] = [_show_details_page(page, label) for label in labels]
                     result["details_page_back_to_first_s"] = _show_details_page(
@@ -518,7 +525,8 @@ def phase_server_memory(model: Path, images: int, malloc_arena_max: int | None) 
                     )
                     status = get_json(f"{url}/api/sessions")[1]
                     result["images_in_memory_during"] = status.get("images_in_memory")
-                result["peak_during_session_mb"] = round(sampler.peak_mb, 1)
+                result["peak_while_paging_mb"] = sampler.mark()
+                result["peak_during_session_mb"] = round(sampler.overall_mb, 1)
                 page.close()
             finally:
                 browser.close()

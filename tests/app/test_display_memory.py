@@ -176,3 +176,60 @@ def test_a_bad_grace_period_says_what_is_wrong(monkeypatch, text: str, message: 
     monkeypatch.setenv(GRACE_ENV, text)
     with pytest.raises(ValueError, match=message):
         grace_seconds()
+
+
+_COUNT_ARENAS = """
+import ctypes, sys, threading
+sys.path.insert(0, {root!r})
+from app.sessions import limit_malloc_arenas
+applied = limit_malloc_arenas() if sys.argv[1] == "limit" else None
+barrier, kept = threading.Barrier(9), []
+def work():
+    kept.append(bytearray(4096))  # a malloc in this thread: glibc gives it a heap
+    barrier.wait()
+    barrier.wait()
+threads = [threading.Thread(target=work) for _ in range(8)]
+for thread in threads:
+    thread.start()
+barrier.wait()
+ctypes.CDLL("libc.so.6").malloc_stats()  # one "Arena N:" block per heap, on stderr
+barrier.wait()
+print(applied)
+"""
+
+
+@pytest.mark.parametrize("mode", ["limit", "default"])
+def test_the_server_limits_glibcs_malloc_heaps(mode: str) -> None:
+    """Eight threads that allocate get at most MALLOC_ARENAS heaps once limited (glibc
+    would give them their own, up to 8 per core). Real glibc, in a fresh interpreter."""
+    import os
+    import platform
+    import subprocess
+    import sys
+
+    from app.sessions import MALLOC_ARENAS
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("malloc arenas are glibc's")
+    root = str(Path(__file__).resolve().parents[2])
+    env = {key: value for key, value in os.environ.items() if key != "MALLOC_ARENA_MAX"}
+    completed = subprocess.run(
+        [sys.executable, "-c", _COUNT_ARENAS.format(root=root), mode],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    arenas = completed.stderr.count("Arena ")
+    if mode == "limit":
+        assert completed.stdout.strip() == "True"
+        assert 1 <= arenas <= MALLOC_ARENAS, completed.stderr
+    else:
+        assert arenas > MALLOC_ARENAS, completed.stderr  # what the limit prevents
+
+
+def test_an_explicit_malloc_arena_max_is_left_to_win(monkeypatch) -> None:
+    from app.sessions import limit_malloc_arenas
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert limit_malloc_arenas() is False
