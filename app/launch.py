@@ -77,7 +77,7 @@ def start_streamlit(
     """`streamlit run app/main.py [-- script_args]` on a free local port, as a user would.
 
     ``model`` goes into ``BCD_MODEL`` (None: unset); ``runs_dir`` into ``BCD_RUNS_DIR``;
-    ``extra_env`` (e.g. ``BCD_SESSION_GRACE_S``, ``MALLOC_ARENA_MAX``) is added last.
+    ``extra_env`` (e.g. ``BCD_SESSION_GRACE_S``) is added last.
     """
     port = free_port()
     env = {key: value for key, value in os.environ.items() if key != "BCD_MODEL"}
