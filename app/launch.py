@@ -68,15 +68,21 @@ def free_port() -> int:
 
 
 def start_streamlit(
-    model: Path | str | None, runs_dir: Path, log: Path, script_args: tuple[str, ...] = ()
+    model: Path | str | None,
+    runs_dir: Path,
+    log: Path,
+    script_args: tuple[str, ...] = (),
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen, str]:
     """`streamlit run app/main.py [-- script_args]` on a free local port, as a user would.
 
-    ``model`` goes into ``BCD_MODEL`` (None: unset); ``runs_dir`` into ``BCD_RUNS_DIR``.
+    ``model`` goes into ``BCD_MODEL`` (None: unset); ``runs_dir`` into ``BCD_RUNS_DIR``;
+    ``extra_env`` (e.g. ``BCD_SESSION_GRACE_S``) is added last.
     """
     port = free_port()
     env = {key: value for key, value in os.environ.items() if key != "BCD_MODEL"}
     env.update({"BCD_RUNS_DIR": str(runs_dir), "TF_CPP_MIN_LOG_LEVEL": "2"})
+    env.update(extra_env or {})
     if model is not None:
         env["BCD_MODEL"] = str(model)
     command = streamlit_command("app/main.py", port, *script_args)

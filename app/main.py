@@ -14,6 +14,11 @@ loading never blocks it.
 ``state`` is ``none``, ``loading``, ``ready`` or ``failed``. It reports the model loaded at
 server start (a model re-trained later is picked up by the pages, not by this endpoint).
 
+``GET /api/sessions`` counts sessions (``active``, ``disconnected``, ``closed``) and the
+uploaded images still held (``images_in_memory``). A session whose browser has been gone
+for ``BCD_SESSION_GRACE_S`` seconds (default 60) is closed and its memory released
+(:mod:`app.sessions`).
+
 The same object runs under any ASGI server, e.g. ``uvicorn app.main:app`` from the repository
 root (the model then comes from ``BCD_MODEL`` or ``runs/``: there is no ``-- --model``).
 """
@@ -36,18 +41,25 @@ from starlette.requests import Request  # noqa: E402
 from starlette.responses import JSONResponse  # noqa: E402
 from starlette.routing import Route  # noqa: E402
 
-from app import state  # noqa: E402
+from app import results, sessions, state  # noqa: E402
 from app.runtime_fixes import keep_keras_session  # noqa: E402
+
+# Before the server starts its threads: fewer malloc heaps, so memory freed when a session
+# ends can be returned to the system (app.sessions.limit_malloc_arenas).
+sessions.limit_malloc_arenas()
 
 UI_SCRIPT = Path(__file__).resolve().with_name("ui.py")
 MODEL_STATUS_PATH = "/api/model"
+SESSIONS_PATH = "/api/sessions"
 
 
 @asynccontextmanager
 async def lifespan(_app: st.App) -> AsyncIterator[None]:
-    """At server start: keep Keras's session across script runs, start loading the model."""
+    """At server start: keep Keras's session across script runs, start loading the model,
+    start closing sessions whose browser has gone (:mod:`app.sessions`)."""
     keep_keras_session()
     state.preload_configured_model()
+    sessions.start_session_reaper()
     yield
 
 
@@ -61,7 +73,19 @@ def model_status(_request: Request) -> JSONResponse:
     return JSONResponse(status, status_code=200 if status["state"] == "ready" else 503)
 
 
-app = st.App(UI_SCRIPT, lifespan=lifespan, routes=[Route(MODEL_STATUS_PATH, model_status)])
+def session_status(_request: Request) -> JSONResponse:
+    """Sessions connected, disconnected (kept for a reconnect) and closed by the reaper, and
+    how many uploaded images the server still holds (counts only, never names or pixels)."""
+    return JSONResponse(
+        {**sessions.session_counts(), "images_in_memory": results.prepared_uploads_in_memory()}
+    )
+
+
+app = st.App(
+    UI_SCRIPT,
+    lifespan=lifespan,
+    routes=[Route(MODEL_STATUS_PATH, model_status), Route(SESSIONS_PATH, session_status)],
+)
 
 if __name__ == "__main__":  # `python app/main.py` works too (Streamlit's own server)
     app.run()

@@ -19,8 +19,9 @@ from __future__ import annotations
 import io
 import math
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ import pandas as pd
 from model.applicability import VERDICT_TEXT
 from model.breakhis import BreakHisName, read_breakhis_filename
 from model.config import COARSE_LAYER, CamMethod, Target
+from model.display import DISPLAY_MAX_SIDE, DisplayImage, display_copy
 from model.errors import ImageError
 from model.preprocessing import decode_image
 from model.tables import (
@@ -45,7 +47,7 @@ from model.tables import aggregate_cases as aggregate_cases
 from model.trust import WITHHELD_LABEL, ModelTrust
 
 if TYPE_CHECKING:  # importing these at run time would import TensorFlow
-    from model.analysis import Analyzer, ImageAnalysis
+    from model.analysis import Analyzer, ImageAnalysis, PreparedImage
 
 UNTRAINED_WARNING = "untrained model: meaningless output"
 MAGNIFICATION_CHOICES = (UNKNOWN_MAGNIFICATION, *MAGNIFICATIONS)
@@ -77,6 +79,9 @@ class ImageResult:
         seconds: decode + checks + network, for this image.
         analysis: the model core's result (probability, label, map...); it holds no pixels,
             so a session with hundreds of images keeps only their small maps.
+        display: the copy of the image the page draws (at most
+            :data:`~model.display.DISPLAY_MAX_SIDE` on its long side; the results of one
+            upload share it), when the result was made by :func:`classify_uploads`.
 
     Example:
         >>> result = ImageResult("f1", "scan.png", None, error="not an image")
@@ -91,6 +96,7 @@ class ImageResult:
     quality: tuple[str, ...] = ()
     seconds: float = 0.0
     analysis: ImageAnalysis | None = None
+    display: DisplayImage | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if (self.analysis is None) == (self.error is None):
@@ -136,12 +142,7 @@ def analyze_upload(
     except ImageError as error:
         return ImageResult(file_id, file_name, name_info, error=str(error))
     except Exception as error:  # one unexpected failure must not stop the batch
-        return ImageResult(
-            file_id,
-            file_name,
-            name_info,
-            error=f"could not analyse this image ({type(error).__name__}: {error})",
-        )
+        return ImageResult(file_id, file_name, name_info, error=_unexpected(error))
     return ImageResult(
         file_id,
         file_name,
@@ -150,6 +151,187 @@ def analyze_upload(
         seconds=time.perf_counter() - started,
         analysis=analysis,
     )
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedUpload:
+    """One upload decoded once and reduced to what a session still needs: the display copy,
+    the network input with the pixel checks, never the full-size decoded image.
+
+    Attributes:
+        file_id, file_name, name_info: as in :class:`ImageResult`.
+        error: why the file cannot be classified (None when it can).
+        display: the copy the page draws (:func:`model.display.display_copy`).
+        prepared: the network input and pixel checks (:meth:`Analyzer.prepare`); its
+            ``image`` holds the display copy, not the upload at full size.
+        seconds: decoding and preparing, for this file.
+    """
+
+    file_id: str
+    file_name: str
+    name_info: BreakHisName | None
+    error: str | None = None
+    display: DisplayImage | None = None
+    prepared: PreparedImage | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when the file decoded and can be classified."""
+        return self.prepared is not None
+
+    def failed(self, error: str) -> ImageResult:
+        """The result of this file when it could not be classified."""
+        return ImageResult(self.file_id, self.file_name, self.name_info, error=error)
+
+
+def prepare_upload(
+    analyzer: Analyzer,
+    data: bytes,
+    *,
+    file_id: str,
+    file_name: str,
+    max_side: int = DISPLAY_MAX_SIDE,
+) -> PreparedUpload:
+    """Decode one upload (a large one straight at a smaller size, see
+    :func:`~model.preprocessing.decode_image`'s ``reduce_to``), run the pixel checks, make the
+    network input and a display copy, and keep only those. Never raises for a bad file.
+
+    Example (a file that does not decode never reaches the analyzer):
+        >>> prepare_upload(None, b"", file_id="f1", file_name="x.png").error
+        'empty file: it contains no bytes'
+    """
+    started = time.perf_counter()
+    name_info = read_breakhis_filename(file_name)
+    try:
+        decoded = decode_image(data, reduce_to=max_side)
+        prepared = analyzer.prepare(decoded)
+    except ImageError as error:
+        return PreparedUpload(file_id, file_name, name_info, error=str(error))
+    except Exception as error:  # one unexpected failure must not stop the batch
+        return PreparedUpload(file_id, file_name, name_info, error=_unexpected(error))
+    display = display_copy(decoded.pixels, decoded.full_size, max_side)
+    # The analysis reads only the decoded image's notes; the display copy takes the place of
+    # the pixels so that nothing the session keeps refers to the large array.
+    prepared = replace(prepared, image=replace(decoded, pixels=display.pixels))
+    del decoded
+    upload = PreparedUpload(
+        file_id,
+        file_name,
+        name_info,
+        display=display,
+        prepared=prepared,
+        seconds=time.perf_counter() - started,
+    )
+    _LIVE_UPLOADS.add(upload)
+    return upload
+
+
+_LIVE_UPLOADS: weakref.WeakSet[PreparedUpload] = weakref.WeakSet()
+
+
+def prepared_uploads_in_memory() -> int:
+    """How many prepared uploads (display copies) this process still holds, in any session:
+    what ``GET /api/sessions`` reports to show that closed sessions' images are gone."""
+    return len(_LIVE_UPLOADS)
+
+
+ProgressCallback = Callable[[int, int], None]
+"""Called with (done, total) as a long step proceeds (the page draws a progress bar)."""
+
+
+def classify_uploads(
+    analyzer: Analyzer,
+    uploads: Sequence[PreparedUpload],
+    *,
+    tta: bool = False,
+    on_progress: ProgressCallback | None = None,
+    batch_size: int = 16,
+) -> list[ImageResult]:
+    """Probability, label and checks (and test-time augmentation when ``tta``) for prepared
+    uploads, ``batch_size`` images per network call, without maps (:func:`explain_results`
+    adds them for the results on screen). One result per upload, in order; a file that could
+    not be read, or a batch the network fails on, gives error results, never an exception.
+    """
+    results: dict[int, ImageResult] = {
+        index: upload.failed(upload.error or "not prepared")
+        for index, upload in enumerate(uploads)
+        if not upload.ok
+    }
+    ready = [index for index, upload in enumerate(uploads) if upload.ok]
+    done = 0
+    for start in range(0, len(ready), max(1, batch_size)):
+        batch = ready[start : start + batch_size]
+        began = time.perf_counter()
+        try:
+            analyses = analyzer.analyze_many(
+                [uploads[index].prepared for index in batch], tta=tta, explain=False
+            )
+        except Exception as error:  # e.g. out of memory: these files fail, the page stays
+            for index in batch:
+                results[index] = uploads[index].failed(_unexpected(error))
+        else:
+            share = (time.perf_counter() - began) / len(batch)
+            for index, analysis in zip(batch, analyses, strict=True):
+                upload = uploads[index]
+                results[index] = ImageResult(
+                    upload.file_id,
+                    upload.file_name,
+                    upload.name_info,
+                    quality=tuple(analysis.quality_warnings),
+                    seconds=upload.seconds + share,
+                    analysis=analysis,
+                    display=upload.display,
+                )
+        done += len(batch)
+        if on_progress is not None:
+            on_progress(done, len(ready))
+    return [results[index] for index in range(len(uploads))]
+
+
+def explain_results(
+    analyzer: Analyzer,
+    uploads: Sequence[PreparedUpload],
+    settings: AnalysisSettings,
+) -> list[ImageAnalysis]:
+    """The maps (method, layer, target of ``settings``) of prepared uploads, in one network
+    call (the traced single-pass path of :class:`~model.explainer.Explainer`): for the few
+    results on screen. Raises for uploads that are not ``ok``."""
+    if not all(upload.ok for upload in uploads):
+        raise ValueError("only uploads that were prepared have maps")
+    return analyzer.analyze_many(
+        [upload.prepared for upload in uploads],
+        method=settings.method,
+        layer=settings.layer,
+        target=settings.target,
+        explain=True,
+    )
+
+
+def with_map(result: ImageResult, mapped: ImageAnalysis) -> ImageResult:
+    """``result`` with the map of ``mapped`` (:func:`explain_results` of the same image);
+    the probability, label and TTA stay those of ``result``.
+
+    Example:
+        >>> result = ImageResult("f1", "a.png", None, error="unreadable")
+        >>> with_map(result, None) is result   # nothing to add a map to
+        True
+    """
+    if result.analysis is None:
+        return result
+    analysis = replace(
+        result.analysis,
+        cam=mapped.cam,
+        method=mapped.method,
+        layer=mapped.layer,
+        target=mapped.target,
+        empty_map=mapped.empty_map,
+    )
+    return replace(result, analysis=analysis)
+
+
+def _unexpected(error: Exception) -> str:
+    return f"could not analyse this image ({type(error).__name__}: {error})"
 
 
 def format_probability(probability: float) -> str:
@@ -331,8 +513,8 @@ def results_csv(table: pd.DataFrame) -> bytes:
 def overlay_png(
     analysis: ImageAnalysis, pixels: np.ndarray, opacity: float, colormap: str
 ) -> bytes:
-    """The map blended over ``pixels`` (the decoded upload, at its size) as PNG bytes, made
-    in memory, never on disk."""
+    """The map blended over ``pixels`` (in the app the display copy, at its size) as PNG
+    bytes, made in memory, never on disk."""
     from PIL import Image
 
     buffer = io.BytesIO()

@@ -2,9 +2,11 @@
 
 * One :class:`~app.model_loading.ModelHandle` per model (``st.cache_resource``): the process loads
   each model once, in the background, and every session uses the same thread-safe analyzer.
-* Per session (``st.session_state``, in memory only): the uploaded artifact's checksum, the
-  analyses of the images on screen (dropped as soon as the images are removed, so memory does
-  not grow with the number of uploads), and the user's per-image magnification and case id.
+* Per session (``st.session_state``, in memory only): the uploaded artifact's checksum, each
+  upload's display copy and network input (never the full-size image), the results, the maps
+  of the results that were on screen (all dropped as soon as the images are removed, so
+  memory does not grow with the number of uploads), and the user's per-image magnification
+  and case id. A session whose browser has gone is closed by :mod:`app.sessions`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import hashlib
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 from streamlit.runtime.uploaded_file_manager import UploadedFile
@@ -23,9 +25,15 @@ from app.model_loading import ModelHandle
 from app.model_source import ModelSource, Origin
 from app.results import AnalysisSettings, ImageResult
 from model.breakhis import read_breakhis_filename
+from model.config import CAM_METHODS
 from model.errors import ModelLocationError
 
+if TYPE_CHECKING:  # importing it at run time would import TensorFlow
+    from model.analysis import ImageAnalysis
+
 _RESULTS = "bcd_results"
+_PREPARED = "bcd_prepared_uploads"
+_MAPS = "bcd_maps"
 _UPLOAD_DIGEST = "bcd_model_upload_digest"
 _DIGESTS = "bcd_image_digests"
 MAGNIFICATION_CHOICES = "bcd_magnification_choices"
@@ -190,34 +198,69 @@ def analyses(
     settings: AnalysisSettings,
     duplicates: Mapping[str, uploads.Duplicate] | None = None,
 ) -> list[ImageResult]:
-    """Results for the uploaded files in order, computing only what this session lacks.
+    """Results for the uploaded files in order (probability, label, checks, TTA when asked;
+    maps are added for the results on screen by :func:`with_maps`), computing only what this
+    session lacks, with a progress bar for a batch.
 
     A file whose type is not an image type gets its reason without being read
     (:func:`app.uploads.refusal_reason`); a duplicate (``duplicates``, by file id) takes the
     result of the earlier upload it repeats, under its own name, without running the network
-    again. Opacity and colormap are not part of the key: changing them re-blends the stored
-    map without running the network. Results of files no longer uploaded are dropped.
+    again.
+
+    Each other upload is decoded once per model into a display copy and the network input
+    (:func:`app.results.prepare_upload`): the session never keeps a full-size image. Only
+    ``settings.tta`` is part of the results' key: changing the map's method, layer or target
+    runs the network for the images on screen only (:func:`with_maps`), and opacity and
+    colormap only re-blend a stored map. Everything of files no longer uploaded is dropped.
     """
     duplicates = duplicates or {}
-    cache: dict[tuple[Any, ...], ImageResult] = st.session_state.get(_RESULTS, {})
-    keys = [(upload.file_id, handle.key, settings) for upload in files]
-    missing = [index for index, key in enumerate(keys) if key not in cache]
-    to_analyse = [
-        index
-        for index in missing
-        if files[index].file_id not in duplicates
-        and uploads.refusal_reason(files[index].name) is None
+    prepared_cache: dict[tuple[Any, ...], results.PreparedUpload] = st.session_state.get(
+        _PREPARED, {}
+    )
+    result_cache: dict[tuple[Any, ...], ImageResult] = st.session_state.get(_RESULTS, {})
+    prepared_keys = [(upload.file_id, handle.key) for upload in files]
+    result_keys = [(upload.file_id, handle.key, settings.tta) for upload in files]
+    missing = [i for i, key in enumerate(result_keys) if key not in result_cache]
+    to_classify = [
+        i
+        for i in missing
+        if files[i].file_id not in duplicates and uploads.refusal_reason(files[i].name) is None
     ]
-    fresh: dict[tuple[Any, ...], ImageResult] = {}
-    analyzer = handle.wait() if to_analyse else None
-    progress = st.progress(0.0, text="Analysing...") if len(to_analyse) > 1 else None
-    done = 0
+    to_prepare = [i for i in to_classify if prepared_keys[i] not in prepared_cache]
+    fresh_prepared: dict[tuple[Any, ...], results.PreparedUpload] = {}
+    fresh_results: dict[tuple[Any, ...], ImageResult] = {}
+    if to_classify:
+        analyzer = handle.wait()
+        with _Progress(len(to_prepare) > 1 or len(to_classify) > 1) as progress:
+            for done, index in enumerate(to_prepare, start=1):
+                upload = files[index]
+                fresh_prepared[prepared_keys[index]] = results.prepare_upload(
+                    analyzer, upload.getvalue(), file_id=upload.file_id, file_name=upload.name
+                )
+                progress.update(done / len(to_prepare), f"Reading images: {done}/{len(to_prepare)}")
+            prepared = [
+                fresh_prepared.get(key) or prepared_cache[key]
+                for key in (prepared_keys[index] for index in to_classify)
+            ]
+            step = "Classifying with test-time augmentation" if settings.tta else "Classifying"
+            classified = results.classify_uploads(
+                analyzer,
+                prepared,
+                tta=settings.tta,
+                on_progress=lambda done, total: progress.update(
+                    done / max(1, total), f"{step}: {done}/{total}"
+                ),
+            )
+            fresh_results = {
+                result_keys[index]: result
+                for index, result in zip(to_classify, classified, strict=True)
+            }
     for index in missing:  # in upload order: a duplicate's original comes first
         upload = files[index]
         if (duplicate := duplicates.get(upload.file_id)) is not None:
-            first_key = (duplicate.first_id, handle.key, settings)
-            first = fresh.get(first_key) or cache[first_key]
-            fresh[keys[index]] = replace(
+            first_key = (duplicate.first_id, handle.key, settings.tta)
+            first = fresh_results.get(first_key) or result_cache[first_key]
+            fresh_results[result_keys[index]] = replace(
                 first,
                 file_id=upload.file_id,
                 file_name=upload.name,
@@ -225,19 +268,98 @@ def analyses(
                 seconds=0.0,
             )
         elif (reason := uploads.refusal_reason(upload.name)) is not None:
-            fresh[keys[index]] = uploads.refused_result(upload.file_id, upload.name, reason)
-        else:
-            fresh[keys[index]] = results.analyze_upload(
-                analyzer, upload.getvalue(), settings, file_id=upload.file_id, file_name=upload.name
+            fresh_results[result_keys[index]] = uploads.refused_result(
+                upload.file_id, upload.name, reason
             )
-            done += 1
-            if progress is not None:
-                progress.progress(done / len(to_analyse), text=f"Analysed {done}/{len(to_analyse)}")
-    if progress is not None:
-        progress.empty()
-    analysed = [fresh.get(key) or cache[key] for key in keys]
-    st.session_state[_RESULTS] = dict(zip(keys, analysed, strict=True))
+    st.session_state[_PREPARED] = {
+        key: fresh_prepared.get(key) or prepared_cache[key]
+        for key in prepared_keys
+        if key in fresh_prepared or key in prepared_cache
+    }
+    analysed = [fresh_results.get(key) or result_cache[key] for key in result_keys]
+    # Results of the other TTA setting are kept too (switching back is instant); both hold
+    # the same display copies, so this costs only their numbers.
+    wanted = {upload.file_id for upload in files}
+    st.session_state[_RESULTS] = {
+        key: value
+        for key, value in {**result_cache, **fresh_results}.items()
+        if key[0] in wanted and key[1] == handle.key
+    }
+    _forget_maps(wanted, handle.key)
     return analysed
+
+
+def with_maps(
+    shown: Sequence[ImageResult], handle: ModelHandle, settings: AnalysisSettings
+) -> list[ImageResult]:
+    """``shown`` (the results on screen) with their maps for ``settings``, computed in one
+    network call for those that lack one and cached per (image, model, method, layer,
+    target): paging back, or switching back to a setting, costs nothing."""
+    maps: dict[tuple[Any, ...], ImageAnalysis] = st.session_state.setdefault(_MAPS, {})
+    keys = [_map_key(result.file_id, handle.key, settings) for result in shown]
+    prepared = st.session_state.get(_PREPARED, {})
+    # A duplicate upload has no prepared copy of its own (it is drawn as a pointer to the
+    # earlier file), so it gets no map here.
+    missing = [
+        i
+        for i, result in enumerate(shown)
+        if result.ok and keys[i] not in maps and (result.file_id, handle.key) in prepared
+    ]
+    if missing:
+        uploads = [prepared[(shown[index].file_id, handle.key)] for index in missing]
+        try:
+            with st.spinner(f"Computing {len(missing)} {CAM_METHODS[settings.method]} map(s)..."):
+                mapped = results.explain_results(handle.wait(), uploads, settings)
+        except Exception as error:  # the results stay; the details say there is no map
+            st.warning(f"The maps could not be computed ({type(error).__name__}: {error}).")
+            return list(shown)
+        maps.update({keys[index]: m for index, m in zip(missing, mapped, strict=True)})
+    return [
+        results.with_map(result, maps[key]) if key in maps else result
+        for result, key in zip(shown, keys, strict=True)
+    ]
+
+
+def with_cached_maps(
+    analysed: Sequence[ImageResult], handle: ModelHandle, settings: AnalysisSettings
+) -> list[ImageResult]:
+    """``analysed`` with the maps already computed for ``settings`` (none computed here): what
+    the results table can say about maps without running the network for every image."""
+    maps: dict[tuple[Any, ...], ImageAnalysis] = st.session_state.get(_MAPS, {})
+    return [
+        results.with_map(result, maps[key])
+        if (key := _map_key(result.file_id, handle.key, settings)) in maps
+        else result
+        for result in analysed
+    ]
+
+
+def _map_key(file_id: str, model_key: Any, settings: AnalysisSettings) -> tuple[Any, ...]:
+    return (file_id, model_key, settings.method, settings.layer, settings.target)
+
+
+def _forget_maps(keep_files: set[str], model_key: Any) -> None:
+    maps: dict[tuple[Any, ...], ImageAnalysis] = st.session_state.get(_MAPS, {})
+    for key in [key for key in maps if key[0] not in keep_files or key[1] != model_key]:
+        del maps[key]
+
+
+class _Progress:
+    """A progress bar while a step runs (none for a single image), removed afterwards."""
+
+    def __init__(self, shown: bool) -> None:
+        self._bar = st.progress(0.0, text="Reading images...") if shown else None
+
+    def update(self, fraction: float, text: str) -> None:
+        if self._bar is not None:
+            self._bar.progress(min(1.0, fraction), text=text)
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._bar is not None:
+            self._bar.empty()
 
 
 def per_image_choices(name: str) -> dict[str, str]:

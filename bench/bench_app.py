@@ -3,6 +3,8 @@
     python bench/bench_app.py                      # all phases, a random-weight test model
     python bench/bench_app.py --model runs/<name>  # a real artifact
     python bench/bench_app.py --phases service memory
+    python bench/bench_app.py --phases server_memory controls   # issue 10: big batches
+    python bench/bench_app.py --phases server_memory --malloc-arena-max 2
 
 Phases (each in its own Python process, so one does not warm up or bloat the next):
 
@@ -25,6 +27,20 @@ Phases (each in its own Python process, so one does not warm up or bloat the nex
     In process through Streamlit's AppTest running app/ui.py (the script app/main.py serves):
     RSS after the model has loaded and one image is shown, and after 100 further uploads,
     each replacing the previous one.
+
+``server_memory``
+    A real server and a real Chromium session uploading 100 images at once: 99 distinct
+    BreakHis PNGs and one 8000x6000 (48 MP) JPEG made from a BreakHis image, shown first.
+    The server's peak RSS while the batch is classified and three pages of details are
+    shown, then the RSS once the tab has closed and the server has closed the session
+    (``BCD_SESSION_GRACE_S=2``; ``/api/sessions`` says how many images it still holds).
+    Baseline, same run: the server's RSS once ``/api/model`` says the model is ready, before
+    any session. Also the time of each page of details in the browser.
+``controls``
+    In process through AppTest (app/ui.py): a 100-image batch, then the script run of each
+    map control change: Grad-CAM++, LayerCAM, the fine layer, the benign target, TTA on,
+    and back to the first settings (cached). The maps are computed for the six details on
+    screen only; Streamlit's rendering in a browser is not included.
 
 The speed of a ResNet-50 does not depend on its weights, so without ``--model`` a real
 network with random weights is saved to a temporary artifact. Results are printed and written
@@ -64,8 +80,13 @@ TARGETS = {
     "per_image_ms": 150.0,
     "rss_after_load_mb": 1024.0,
     "rss_growth_100_uploads_mb": 50.0,
+    "server_peak_100_images_mb": 1536.0,
+    "server_after_sessions_mb": 1126.4,
+    "map_control_change_s": 5.0,
+    "tta_on_s": 15.0,
 }
-PHASES = ("browser", "service", "memory")
+PHASES = ("browser", "service", "memory", "server_memory", "controls")
+BIG_IMAGE_SIZE = (8000, 6000)  # 48 MP: under the decoder's 50 MP guard
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -372,6 +393,215 @@ def phase_memory(model: Path, uploads: int) -> dict[str, Any]:
     }
 
 
+# --- phase: a real server holding a 100-image session -------------------------------------
+def batch_files(folder: Path, count: int) -> list[Path]:
+    """``count`` upload files in ``folder``: first an 8000x6000 JPEG made from a BreakHis
+    image, then distinct BreakHis PNGs (the sample's images again, each with its own text
+    chunk, so the app does not count them as duplicates). Written to a scratch folder for
+    the browser to upload; never into the repository."""
+    from PIL import Image, PngImagePlugin
+
+    images = sample_images()
+    big = folder / "000-camera-scan-8000x6000.jpg"
+    with Image.open(images[0]) as source:
+        source.convert("RGB").resize(BIG_IMAGE_SIZE, Image.Resampling.BICUBIC).save(big, quality=90)
+    files = [big]
+    for index in range(1, count):
+        path = images[index % len(images)]
+        info = PngImagePlugin.PngInfo()
+        info.add_text("bench-copy", str(index))
+        target = folder / f"{index:03d}-{path.name}"
+        with Image.open(path) as source:
+            source.save(target, pnginfo=info)
+        files.append(target)
+    return files
+
+
+class RssSampler:
+    """The highest RSS of a process, sampled every ``interval`` seconds in a thread."""
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        self.pid, self.interval, self.peak_mb = pid, interval, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.peak_mb = max(self.peak_mb, rss_mb(self.pid))
+            except (OSError, StopIteration):
+                return
+            time.sleep(self.interval)
+
+    def mark(self) -> float:
+        """The peak so far, then start a new one (the peak of the next stage)."""
+        peak, self.peak_mb = self.peak_mb, rss_mb(self.pid)
+        self.overall_mb = max(getattr(self, "overall_mb", 0.0), peak)
+        return round(peak, 1)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _show_details_page(page: Any, label: str) -> float:
+    """Choose a page of details in the "Show" box; seconds until its first detail's
+    overlay is drawn."""
+    first = int(label.split()[1].split("-")[0]) - 1
+    began = time.perf_counter()
+    page.locator(".st-key-details_page").click()
+    page.get_by_role("option", name=label).click()
+    page.locator(f".st-key-result-{first} [data-testid='stImage'] img").nth(2).wait_for(
+        timeout=180_000
+    )
+    page.wait_for_function(
+        """first => {
+            const images = document.querySelectorAll(
+                `.st-key-result-${first} [data-testid='stImage'] img`);
+            return images.length >= 3 && images[2].complete && images[2].naturalWidth > 0;
+        }""",
+        arg=first,
+        timeout=180_000,
+    )
+    return round(time.perf_counter() - began, 2)
+
+
+def phase_server_memory(model: Path, images: int, malloc_arena_max: int | None) -> dict[str, Any]:
+    from playwright.sync_api import sync_playwright
+
+    from app.launch import get_json, start_streamlit, stop
+
+    if not CHROMIUM.exists():
+        return {"skipped": f"no Chromium at {CHROMIUM}"}
+    scratch = Path(tempfile.mkdtemp(prefix="bench-server-memory-"))
+    files = batch_files(scratch, images)
+    extra_env = {"BCD_SESSION_GRACE_S": "2"}
+    if malloc_arena_max is not None:
+        extra_env["MALLOC_ARENA_MAX"] = str(malloc_arena_max)
+    process, url = start_streamlit(
+        model, scratch / "runs", scratch / "streamlit.log", extra_env=extra_env
+    )
+    result: dict[str, Any] = {
+        "images": images,
+        "big_image": f"{BIG_IMAGE_SIZE[0]}x{BIG_IMAGE_SIZE[1]} JPEG",
+        "malloc_arena_max": malloc_arena_max,
+    }
+    try:
+        wait_until_healthy(process, url, timeout=120, log=scratch / "streamlit.log")
+        deadline = time.monotonic() + 300
+        while get_json(f"{url}/api/model")[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1)
+        result["baseline_model_loaded_mb"] = round(rss_mb(process.pid), 1)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+            )
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 1900})
+                page.goto(url)
+                uploader = page.locator(".st-key-images input[type=file]")
+                uploader.wait_for(state="attached", timeout=60_000)
+                with RssSampler(process.pid) as sampler:
+                    began = time.perf_counter()
+                    uploader.set_input_files([str(path) for path in files])
+                    page.get_by_text(f"{images} of {images} images classified").wait_for(
+                        timeout=600_000
+                    )
+                    page.get_by_text("Shown downscaled from 8000x6000").wait_for(timeout=120_000)
+                    result["batch_classified_and_first_page_s"] = round(
+                        time.perf_counter() - began, 2
+                    )
+                    result["rss_after_batch_mb"] = round(rss_mb(process.pid), 1)
+                    result["peak_while_classifying_mb"] = sampler.mark()
+                    labels = [f"images 7-12 of {images}", f"images 13-18 of {images}"]
+                    result["details_page_s"] = [_show_details_page(page, label) for label in labels]
+                    result["details_page_back_to_first_s"] = _show_details_page(
+                        page, f"images 1-6 of {images}"
+                    )
+                    status = get_json(f"{url}/api/sessions")[1]
+                    result["images_in_memory_during"] = status.get("images_in_memory")
+                result["peak_while_paging_mb"] = sampler.mark()
+                result["peak_during_session_mb"] = round(sampler.overall_mb, 1)
+                page.close()
+            finally:
+                browser.close()
+        deadline, status = time.monotonic() + 60, {}
+        while time.monotonic() < deadline:
+            status = get_json(f"{url}/api/sessions")[1]
+            if status.get("closed", 0) >= 1 and status.get("images_in_memory") == 0:
+                break
+            time.sleep(0.5)
+        result["session_closed"] = status.get("closed", 0) >= 1
+        result["images_in_memory_after"] = status.get("images_in_memory")
+        time.sleep(3)  # the reaper's garbage collection and malloc_trim
+        result["rss_after_sessions_ended_mb"] = round(rss_mb(process.pid), 1)
+    finally:
+        stop(process)
+    return result
+
+
+# --- phase: map controls on a 100-image batch ---------------------------------------------
+def phase_controls(model: Path, images: int) -> dict[str, Any]:
+    from streamlit.testing.v1 import AppTest
+
+    from model.config import FINE_LAYER
+
+    os.environ["BCD_MODEL"] = str(model)
+    os.environ["BCD_RUNS_DIR"] = tempfile.mkdtemp(prefix="bench-runs-")
+    scratch = Path(tempfile.mkdtemp(prefix="bench-controls-"))
+    files = [
+        (path.name, path.read_bytes(), "image/png") for path in batch_files(scratch, images)[1:]
+    ]
+    app = AppTest.from_file(str(REPO_ROOT / "app" / "ui.py"), default_timeout=600)
+    app.run()
+    deadline = time.monotonic() + 300
+    while any("Loading the model" in info.value for info in app.info) or any(
+        ": loading..." in caption.value for caption in app.sidebar.caption
+    ):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the model did not load in time")
+        time.sleep(0.25)
+        app.run()
+
+    def timed(action: Any) -> float:
+        began = time.perf_counter()
+        action().run()
+        if app.exception:
+            raise RuntimeError(str(app.exception))
+        return round(time.perf_counter() - began, 2)
+
+    result: dict[str, Any] = {"images": len(files)}
+    result["upload_and_classify_s"] = timed(
+        lambda: app.file_uploader(key="images").set_value(files)
+    )
+    changes = {
+        "gradcam++": lambda: app.selectbox(key="cam_method").set_value("gradcam++"),
+        "layercam": lambda: app.selectbox(key="cam_method").set_value("layercam"),
+        "fine_layer": lambda: app.radio(key="cam_layer").set_value(FINE_LAYER),
+        "benign_target": lambda: app.selectbox(key="cam_target").set_value("benign"),
+        "tta_on": lambda: app.toggle(key="tta").set_value(True),
+        "next_details_page": lambda: app.selectbox(key="details_page").set_value(1),
+        "tta_off_cached": lambda: app.toggle(key="tta").set_value(False),
+        "first_page_cached": lambda: app.selectbox(key="details_page").set_value(0),
+    }
+    result["change_s"] = {name: timed(change) for name, change in changes.items()}
+    # Back to the first settings: every map for this page is cached now.
+    back = {
+        "target_predicted_cached": lambda: app.selectbox(key="cam_target").set_value("predicted"),
+        "coarse_layer_cached": lambda: app.radio(key="cam_layer").set_value(
+            app.radio(key="cam_layer").options[0]
+        ),
+        "gradcam_cached": lambda: app.selectbox(key="cam_method").set_value("gradcam"),
+    }
+    result["back_s"] = {name: timed(change) for name, change in back.items()}
+    return result
+
+
 # --- orchestration ------------------------------------------------------------------------
 def run_phase_in_subprocess(phase: str, model: Path, args: argparse.Namespace) -> dict[str, Any]:
     command = [
@@ -387,7 +617,11 @@ def run_phase_in_subprocess(phase: str, model: Path, args: argparse.Namespace) -
         str(args.browser_uploads),
         "--rounds",
         str(args.rounds),
+        "--batch-images",
+        str(args.batch_images),
     ]
+    if args.malloc_arena_max is not None:
+        command += ["--malloc-arena-max", str(args.malloc_arena_max)]
     completed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
     lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
     if completed.returncode != 0 or not lines:
@@ -404,6 +638,13 @@ def verdicts(results: dict[str, Any]) -> dict[str, str]:
     browser = results.get("browser", {})
     service = results.get("service", {})
     memory = results.get("memory", {})
+    server = results.get("server_memory", {})
+    controls = results.get("controls", {})
+    map_changes = {
+        name: seconds
+        for name, seconds in {**controls.get("change_s", {}), **controls.get("back_s", {})}.items()
+        if name != "tta_on"
+    }
     per_image = service.get("per_image_probability_and_overlay", {}).get("median_ms")
     floor = browser.get("streamlit_floor", {})
     return {
@@ -422,6 +663,19 @@ def verdicts(results: dict[str, Any]) -> dict[str, str]:
         "RSS growth over 100 uploads, MB": check(
             memory.get("rss_growth_mb"), TARGETS["rss_growth_100_uploads_mb"]
         ),
+        "baseline: server RSS with the model loaded, MB": str(
+            server.get("baseline_model_loaded_mb")
+        ),
+        "server peak RSS, 100 images incl. 48 MP, MB": check(
+            server.get("peak_during_session_mb"), TARGETS["server_peak_100_images_mb"]
+        ),
+        "server RSS after the session ended, MB": check(
+            server.get("rss_after_sessions_ended_mb"), TARGETS["server_after_sessions_mb"]
+        ),
+        "slowest map control change, s": check(
+            max(map_changes.values()) if map_changes else None, TARGETS["map_control_change_s"]
+        ),
+        "TTA on, s": check(controls.get("change_s", {}).get("tta_on"), TARGETS["tta_on_s"]),
     }
 
 
@@ -432,14 +686,28 @@ def main() -> None:
     parser.add_argument("--uploads", type=int, default=100, help="AppTest uploads (memory)")
     parser.add_argument("--browser-uploads", type=int, default=10, help="Chromium uploads")
     parser.add_argument("--rounds", type=int, default=3, help="passes over the 34 images")
-    parser.add_argument("--phase-only", choices=PHASES, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--batch-images", type=int, default=100, help="images in one session (server_memory)"
+    )
+    parser.add_argument(
+        "--malloc-arena-max", type=int, help="MALLOC_ARENA_MAX for the server (server_memory)"
+    )
+    parser.add_argument(
+        "--phase-only", choices=PHASES, help="run one phase in this process, print its JSON"
+    )
     args = parser.parse_args()
 
     if args.phase_only:
+        if args.model is None:  # run on its own: a random-weight model of its own
+            args.model = make_test_artifact(Path(tempfile.mkdtemp(prefix="bench-app-")))
         function = {
             "browser": lambda: phase_browser(args.model, args.browser_uploads),
             "service": lambda: phase_service(args.model, args.rounds),
             "memory": lambda: phase_memory(args.model, args.uploads),
+            "server_memory": lambda: phase_server_memory(
+                args.model, args.batch_images, args.malloc_arena_max
+            ),
+            "controls": lambda: phase_controls(args.model, args.batch_images),
         }[args.phase_only]
         print(json.dumps(function()))
         return

@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import io
+import math
 import re
 import struct
 from dataclasses import dataclass, field
@@ -63,6 +64,11 @@ _RESAMPLING = {
     "lanczos": Image.Resampling.LANCZOS,
 }
 _WITH_ALPHA = {"RGBA", "RGBa", "LA", "La", "PA"}
+_BOX_REDUCIBLE = {"RGB", "RGBA", "L"}  # modes Image.reduce averages as 8-bit channels
+
+MIN_REDUCED_SHORT_SIDE = 256
+"""``decode_image(reduce_to=...)`` never makes the short side smaller than this: well above the
+network input (144x96) and every size the quality checks compare with."""
 _HIGH_BIT_DEPTH = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 
 
@@ -75,12 +81,21 @@ class DecodedImage:
         format: the file format Pillow detected (``"PNG"``, ``"JPEG"``...).
         original_mode: the Pillow mode before conversion (``"RGBA"``, ``"I;16"``, ``"L"``...).
         notes: human-readable notes on conversions (alpha flattened, 16-bit rescaled...).
+        source_size: (width, height) in the file when ``pixels`` were decoded smaller
+            (``reduce_to``), else None.
     """
 
     pixels: np.ndarray
     format: str | None
     original_mode: str
     notes: tuple[str, ...] = field(default_factory=tuple)
+    source_size: tuple[int, int] | None = None
+
+    @property
+    def full_size(self) -> tuple[int, int]:
+        """(width, height) of the image in the file, after EXIF orientation: the pixels'
+        own size unless it was decoded smaller (``decode_image(..., reduce_to=...)``)."""
+        return self.source_size or (self.width, self.height)
 
     @property
     def height(self) -> int:
@@ -101,6 +116,7 @@ def decode_image(
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    reduce_to: int | None = None,
 ) -> DecodedImage:
     """Decode image bytes to 8-bit RGB, or raise a specific :class:`~model.errors.ImageError`.
 
@@ -108,6 +124,15 @@ def decode_image(
         data: the raw file content (PNG, JPEG, TIFF, BMP, ... anything Pillow reads).
         max_pixels: refuse larger images before decoding their pixels.
         max_bytes: refuse larger files before opening them.
+        reduce_to: when given, an image at least twice as large may be decoded smaller,
+            keeping its long side at least ``reduce_to`` and its short side at least
+            :data:`MIN_REDUCED_SHORT_SIDE` (so no size check changes): a JPEG by the
+            decoder's own DCT scaling (1/2, 1/4 or 1/8: the full-size pixels never exist),
+            an RGB/RGBA/L image by an integer box reduction before the array is made.
+            ``source_size`` keeps the size in the file. For a page that shows the image at
+            most ``reduce_to`` wide and a network input far smaller: an 8000x6000 JPEG then
+            costs 12 MB instead of about 340 MB while decoding, and its network input differs
+            from the full-size decode's by about one grey level (docs/benchmarks.md).
 
     Raises:
         EmptyImageError: no bytes.
@@ -149,6 +174,10 @@ def decode_image(
         frames = getattr(image, "n_frames", 1)
         if frames > 1:
             notes.append(f"first of {frames} frames used")
+        reduction = _reduction(width, height, reduce_to)
+        if reduction >= 2:
+            # JPEG only (a no-op elsewhere): decode straight at a power-of-two smaller scale.
+            image.draft(None, (math.ceil(width / reduction), math.ceil(height / reduction)))
         try:
             image.load()
         except Image.DecompressionBombError as error:
@@ -159,9 +188,23 @@ def decode_image(
                 f"truncated or damaged {kind}: the pixel data could not be read ({error})"
             ) from error
         original_mode = image.mode
+        if image.mode in _BOX_REDUCIBLE and (factor := int(reduction * image.width / width)) >= 2:
+            image = image.reduce(factor)  # what draft did not already reduce (not a JPEG)
+        reduced = image.size != (width, height)
+        before_orientation = image.size
         image = _apply_exif_orientation(image, notes)
         pixels = _to_rgb_array(image, notes)
-    return DecodedImage(pixels=pixels, format=fmt, original_mode=original_mode, notes=tuple(notes))
+    source_size = None
+    if reduced:  # the file's size, turned as EXIF orientation turned the pixels
+        turned = image.size != before_orientation
+        source_size = (height, width) if turned else (width, height)
+    return DecodedImage(
+        pixels=pixels,
+        format=fmt,
+        original_mode=original_mode,
+        notes=tuple(notes),
+        source_size=source_size,
+    )
 
 
 def load_image_file(path: str | Path, **limits: Any) -> DecodedImage:
@@ -265,6 +308,15 @@ def _bomb_message(data: bytes, error: Exception, max_pixels: int) -> str:
     match = re.search(r"\((\d+) pixels\)", str(error))
     pixels = f"{int(match.group(1)):,} pixels" if match else "too many pixels"
     return f"image too large: {pixels} (limit {max_pixels:,})"
+
+
+def _reduction(width: int, height: int, reduce_to: int | None) -> float:
+    """By how much ``decode_image(reduce_to=...)`` may shrink a width x height image (1: not)."""
+    if reduce_to is None:
+        return 1.0
+    return max(
+        1.0, min(max(width, height) / reduce_to, min(width, height) / MIN_REDUCED_SHORT_SIDE)
+    )
 
 
 def _apply_exif_orientation(image: Image.Image, notes: list[str]) -> Image.Image:

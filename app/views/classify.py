@@ -1,7 +1,8 @@
 """Classify page: upload images, see probability, label, Grad-CAM; table, CSV and cases.
 
 Per-image choices (magnification, case id) and widgets are keyed by the upload's file id;
-each image's original, heatmap and overlay are drawn from its upload decoded once per view.
+each image's original, heatmap and overlay are drawn on its display copy (app.results), and
+maps are computed only for the details on screen (app.state.with_maps).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from app.uploads import Duplicate
 from app.wording import plural
 from model.config import CAM_LAYERS, CAM_METHODS, CAM_TARGETS, Target
 from model.overlay import COLORMAPS, DEFAULT_COLORMAP, DEFAULT_OPACITY
-from model.preprocessing import decode_image
 from model.stain import STAIN_METHODS
 from model.trust import WITHHELD_LABEL, ModelTrust, assess_model
 
@@ -116,6 +116,10 @@ def render(context: ModelContext) -> None:
 
     duplicates = state.upload_duplicates(files)
     analysed = state.analyses(files, handle, settings, duplicates)
+    # Maps only for the details on screen (cached), then every map known so far for the table.
+    first, last = _details_range(len(analysed))
+    state.with_maps(analysed[first:last], handle, settings)
+    analysed = state.with_cached_maps(analysed, handle, settings)
     untrained = not card.is_trained
     state.forget_choices(state.MAGNIFICATION_CHOICES, {upload.file_id for upload in files})
     state.forget_choices(state.CASE_CHOICES, {upload.file_id for upload in files})
@@ -328,6 +332,8 @@ def _details(
     pages = (count + DETAILS_PER_PAGE - 1) // DETAILS_PER_PAGE
     first = 0
     if pages > 1:
+        if st.session_state.get("details_page", 0) >= pages:  # fewer images than before
+            st.session_state["details_page"] = pages - 1
         page = st.selectbox(
             "Show",
             range(pages),
@@ -364,6 +370,14 @@ def _duplicate_detail(
             "the same content, so it is counted once and its result is shown there.",
             icon=":material/content_copy:",
         )
+
+
+def _details_range(count: int) -> tuple[int, int]:
+    """The positions of the details on screen: the page chosen in :func:`_details` (read
+    before it is drawn, so the maps are computed first)."""
+    pages = max(1, (count + DETAILS_PER_PAGE - 1) // DETAILS_PER_PAGE)
+    page = min(int(st.session_state.get("details_page", 0) or 0), pages - 1)
+    return page * DETAILS_PER_PAGE, min((page + 1) * DETAILS_PER_PAGE, count)
 
 
 def _image_detail(
@@ -462,13 +476,21 @@ def _image_detail(
 def _images(
     upload: UploadedFile, result: ImageResult, analysis: ImageAnalysis, display: DisplaySettings
 ) -> None:
-    """Original, heatmap and overlay, all from one decode of the upload (the analysis holds
-    no pixels); the overlay's PNG download. An empty map is said, not drawn."""
-    pixels = decode_image(upload.getvalue()).pixels
+    """Original, heatmap and overlay, all drawn on the result's display copy (at most
+    1400 px on its long side, said when smaller than the upload); the overlay's PNG
+    download. An empty map is said, not drawn."""
+    assert result.display is not None  # every classified result has its display copy
+    pixels = result.display.pixels
     if analysis.seen is not None:
         _network_view(analysis)
     original, heatmap, overlay = st.columns(3)
     original.image(pixels, caption="original", output_format="JPEG")
+    if result.display.downscaled:  # the overlay and its download are at this size too
+        original.caption(f"{result.display.note[0].upper()}{result.display.note[1:]}.")
+    if analysis.cam is None:
+        with heatmap:
+            st.info("No map: it could not be computed for this image.", icon=":material/blur_off:")
+        return
     if analysis.empty_map:
         with heatmap:
             st.info(analysis.empty_map_message, icon=":material/blur_off:")

@@ -55,3 +55,51 @@ def test_blend_extremes_and_errors():
 def test_overlay_is_original_size():
     image = np.zeros((460, 700, 3), np.uint8)
     assert overlay(image, np.random.default_rng(0).random((3, 5))).shape == (460, 700, 3)
+
+
+# --- banded overlay (bounded memory on large images) --------------------------------------
+def _image_and_cam(height: int, width: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return image, rng.random((3, 5)).astype(np.float32)
+
+
+def test_banded_rows_of_the_map_equal_the_whole_map():
+    cam = _image_and_cam(1, 1)[1]
+    whole = upsample_heatmap(cam, (1037, 1533))
+    for top, bottom in ((0, 1), (0, 37), (500, 537), (1000, 1037), (1036, 1037)):
+        band = upsample_heatmap(cam, (1037, 1533), rows=(top, bottom))
+        assert band.shape == (bottom - top, 1533)
+        np.testing.assert_allclose(band, whole[top:bottom], rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="rows"):
+        upsample_heatmap(cam, (10, 10), rows=(5, 11))
+
+
+@pytest.mark.parametrize("size", [(460, 700), (1037, 1533)])
+def test_banded_overlay_equals_the_unbanded_blend(size):
+    image, cam = _image_and_cam(*size)
+    unbanded = blend(image, upsample_heatmap(cam, size), 0.4, "jet")
+    banded = overlay(image, cam, 0.4, "jet", band_pixels=size[1] * 37)  # 37-row bands
+    assert banded.shape == unbanded.shape and banded.dtype == np.uint8
+    differing = banded != unbanded
+    # float32 rounding of the map can move a colour index by one on a few pixels
+    assert differing.mean() < 1e-5
+    assert np.abs(banded.astype(int) - unbanded.astype(int)).max() <= 2
+
+
+def test_overlay_of_a_large_image_needs_little_memory_beyond_its_result():
+    import tracemalloc
+
+    image, cam = _image_and_cam(4000, 6000)  # 24 megapixels (NumPy's memory is traced)
+    result_bytes = image.nbytes
+    tracemalloc.start()
+    try:
+        overlay(image, cam)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # Blending all at once holds float32 copies of image, colours and mix (~14x the result);
+    # in bands the result plus one band's temporaries.
+    assert peak / result_bytes < 2.5, (
+        f"peak {peak / 2**20:.0f} MiB for a {result_bytes / 2**20:.0f} MiB result"
+    )

@@ -205,3 +205,45 @@ def test_real_breakhis_images_decode_as_700x460_rgb(breakhis_sample_images):
             np.asarray(Image.open(path).convert("RGB").resize((144, 96), Image.BILINEAR), "float32")
         )
         assert np.allclose(x, expected, atol=1e-4)
+
+
+# --- decoding large images smaller (reduce_to) ----------------------------------------------
+def _large_from_real(path, size=(4800, 3600), **save_args) -> bytes:
+    """A real BreakHis frame enlarged to a camera-sized image (Lanczos), then encoded."""
+    image = Image.open(path).convert("RGB").resize(size, Image.Resampling.LANCZOS)
+    return png_bytes(image, **save_args)
+
+
+@pytest.mark.parametrize("save_args", [{"format": "JPEG", "quality": 90}, {"compress_level": 1}])
+def test_large_image_decoded_smaller_keeps_its_size_and_network_input(
+    breakhis_sample_images, save_args
+):
+    data = _large_from_real(breakhis_sample_images[0], **save_args)
+    full = decode_image(data)
+    reduced = decode_image(data, reduce_to=1400)
+    assert full.pixels.shape == (3600, 4800, 3) and full.source_size is None
+    assert 1400 <= max(reduced.pixels.shape[:2]) < 4800 // 2 + 1
+    assert reduced.source_size == (4800, 3600) == reduced.full_size == full.full_size
+    assert reduced.notes == full.notes == ()
+    # The network input from the smaller decode is within one grey level of the full one.
+    difference = np.abs(to_model_input(reduced, SPEC) - to_model_input(full, SPEC))
+    assert difference.max() <= 1.0 + 1e-4 and difference.mean() < 0.2
+
+
+def test_reduce_to_leaves_breakhis_sized_and_narrow_images_alone(breakhis_sample_images):
+    data = breakhis_sample_images[0].read_bytes()
+    assert np.array_equal(decode_image(data, reduce_to=1400).pixels, decode_image(data).pixels)
+    assert decode_image(data, reduce_to=1400).source_size is None
+    # A 6000x300 strip would reach the tiny-image checks if its long side went to 1400.
+    strip = decode_image(png_bytes(tissue_like(6000, 300), format="JPEG"), reduce_to=1400)
+    assert strip.pixels.shape[0] >= 256 and strip.full_size == (6000, 300)
+
+
+def test_reduced_decode_follows_exif_orientation():
+    image = tissue_like(4000, 1000)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # portrait after turning
+    data = png_bytes(image, format="JPEG", exif=exif.tobytes(), quality=90)
+    reduced = decode_image(data, reduce_to=1400)
+    assert reduced.pixels.shape[0] > reduced.pixels.shape[1]  # turned
+    assert reduced.pixels.shape[1] < 1000 and reduced.full_size == (1000, 4000)
