@@ -9,6 +9,7 @@ every load.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -63,6 +64,7 @@ class ModelHandle:
         self._error: BaseException | None = None
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bcd-model-loader", daemon=False)
+        self._warm_up: threading.Thread | None = None
 
     def start(self) -> ModelHandle:
         """Start loading (once); returns self."""
@@ -89,7 +91,32 @@ class ModelHandle:
         finally:
             self.load_seconds = time.perf_counter() - started
             self._load = None  # drop the closure (it may hold an uploaded .zip's bytes)
+            if self._analyzer is not None and warm_up_controls_enabled():
+                # Started before the model is announced ready, so warmed_up() can wait on it.
+                self._warm_up = threading.Thread(
+                    target=self._warm_up_controls, name="bcd-controls-warm-up", daemon=True
+                )
+                self._warm_up.start()
             self._done.set()
+
+    def _warm_up_controls(self) -> None:
+        # After the model is ready, so the first image never waits for it: each graph traced
+        # here is one a visitor's first change of map method, layer or TTA does not trace.
+        began = time.perf_counter()
+        try:
+            assert self._analyzer is not None
+            self._analyzer.warm_up_controls()
+        except Exception:  # a map that fails to trace fails again, with its message, when asked
+            return
+        self.timings["warm up every map and TTA (background)"] = time.perf_counter() - began
+
+    def warmed_up(self, timeout: float | None = None) -> bool:
+        """Wait for the background warm-up of the map controls (True once it has finished;
+        False while it runs past ``timeout``, or when there is none)."""
+        if self._warm_up is None:
+            return False
+        self._warm_up.join(timeout)
+        return not self._warm_up.is_alive()
 
     @property
     def elapsed(self) -> float:
@@ -271,6 +298,16 @@ def warm_up(analyzer: Analyzer) -> Analyzer:
     blank = DecodedImage(np.full((spec.height, spec.width, 3), 200, np.uint8), "PNG", "RGB")
     analyzer.analyze(blank, method="gradcam", layer=COARSE_LAYER).overlay(blank.pixels)
     return analyzer
+
+
+WARM_UP_CONTROLS_ENV = "BCD_WARM_UP_CONTROLS"
+"""``0`` turns the background warm-up of every map method, layer and TTA off (the test suite
+does, to keep its two cores for the tests; one test turns it on)."""
+
+
+def warm_up_controls_enabled() -> bool:
+    """Whether a loaded model traces every map control in the background (default: yes)."""
+    return os.environ.get(WARM_UP_CONTROLS_ENV, "1").strip() != "0"
 
 
 def start_model_handle(source: ModelSource) -> ModelHandle:

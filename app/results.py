@@ -289,6 +289,40 @@ def classify_uploads(
     return [results[index] for index in range(len(uploads))]
 
 
+def add_tta(
+    analyzer: Analyzer,
+    uploads: Sequence[PreparedUpload],
+    plain: Sequence[ImageResult],
+    *,
+    on_progress: ProgressCallback | None = None,
+    batch_size: int = 16,
+) -> list[ImageResult]:
+    """``plain`` (the :func:`classify_uploads` results of ``uploads`` without test-time
+    augmentation) with it: only the flipped views run, so turning TTA on for a batch that is
+    already classified costs three network passes per image, not a fresh analysis. A result
+    without an analysis stays as it is; a batch the network fails on gets error results.
+    """
+    if len(uploads) != len(plain):
+        raise ValueError(f"{len(uploads)} uploads but {len(plain)} results")
+    results = list(plain)
+    ready = [i for i, result in enumerate(plain) if result.analysis is not None and uploads[i].ok]
+    for start in range(0, len(ready), max(1, batch_size)):
+        batch = ready[start : start + batch_size]
+        try:
+            analyses = analyzer.with_tta(
+                [uploads[i].prepared for i in batch], [plain[i].analysis for i in batch]
+            )
+        except Exception as error:  # e.g. out of memory: these files fail, the page stays
+            for index in batch:
+                results[index] = uploads[index].failed(_unexpected(error))
+        else:
+            for index, analysis in zip(batch, analyses, strict=True):
+                results[index] = replace(plain[index], analysis=analysis)
+        if on_progress is not None:
+            on_progress(min(start + batch_size, len(ready)), len(ready))
+    return results
+
+
 def explain_results(
     analyzer: Analyzer,
     uploads: Sequence[PreparedUpload],

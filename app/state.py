@@ -24,6 +24,7 @@ from app import model_loading, model_source, results, uploads
 from app.model_loading import ModelHandle
 from app.model_source import ModelSource, Origin
 from app.results import AnalysisSettings, ImageResult
+from app.wording import plural
 from model.breakhis import read_breakhis_filename
 from model.config import CAM_METHODS
 from model.errors import ModelLocationError
@@ -226,9 +227,34 @@ def analyses(
         for i in missing
         if files[i].file_id not in duplicates and uploads.refusal_reason(files[i].name) is None
     ]
+    # Turning TTA on for images classified without it adds only the flipped views.
+    to_augment = [
+        i
+        for i in to_classify
+        if settings.tta
+        and prepared_keys[i] in prepared_cache
+        and (plain := result_cache.get((files[i].file_id, handle.key, False))) is not None
+        and plain.analysis is not None
+    ]
+    augmenting = set(to_augment)
+    to_classify = [i for i in to_classify if i not in augmenting]
     to_prepare = [i for i in to_classify if prepared_keys[i] not in prepared_cache]
     fresh_prepared: dict[tuple[Any, ...], results.PreparedUpload] = {}
     fresh_results: dict[tuple[Any, ...], ImageResult] = {}
+    if to_augment:
+        analyzer = handle.wait()
+        with _Progress(len(to_augment) > 1) as progress:
+            augmented = results.add_tta(
+                analyzer,
+                [prepared_cache[prepared_keys[i]] for i in to_augment],
+                [result_cache[(files[i].file_id, handle.key, False)] for i in to_augment],
+                on_progress=lambda done, total: progress.update(
+                    done / max(1, total), f"Test-time augmentation: {done}/{total}"
+                ),
+            )
+        fresh_results.update(
+            {result_keys[i]: result for i, result in zip(to_augment, augmented, strict=True)}
+        )
     if to_classify:
         analyzer = handle.wait()
         with _Progress(len(to_prepare) > 1 or len(to_classify) > 1) as progress:
@@ -251,10 +277,12 @@ def analyses(
                     done / max(1, total), f"{step}: {done}/{total}"
                 ),
             )
-            fresh_results = {
-                result_keys[index]: result
-                for index, result in zip(to_classify, classified, strict=True)
-            }
+            fresh_results.update(
+                {
+                    result_keys[index]: result
+                    for index, result in zip(to_classify, classified, strict=True)
+                }
+            )
     for index in missing:  # in upload order: a duplicate's original comes first
         upload = files[index]
         if (duplicate := duplicates.get(upload.file_id)) is not None:
@@ -308,7 +336,9 @@ def with_maps(
     if missing:
         uploads = [prepared[(shown[index].file_id, handle.key)] for index in missing]
         try:
-            with st.spinner(f"Computing {len(missing)} {CAM_METHODS[settings.method]} map(s)..."):
+            with st.spinner(
+                f"Computing {plural(len(missing), CAM_METHODS[settings.method] + ' map')}..."
+            ):
                 mapped = results.explain_results(handle.wait(), uploads, settings)
         except Exception as error:  # the results stay; the details say there is no map
             st.warning(f"The maps could not be computed ({type(error).__name__}: {error}).")

@@ -34,7 +34,7 @@ Example:
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import keras
@@ -130,6 +130,7 @@ class Explainer:
         self.fast_gradcam = fast_gradcam
         self._lock = threading.Lock()
         self._fast: dict[tuple[str, str], Callable] = {}
+        self._trace_locks: dict[tuple[str, str], threading.Lock] = {}
         self._visualizers: dict[str, object] = {}
         self._forward_fn: Callable | None = None
 
@@ -243,11 +244,46 @@ class Explainer:
         )
 
     def _fast_fn(self, method: CamMethod, layer: str) -> Callable:
+        key = (method, layer)
+        # One lock per traced function: tracing one (seconds on a CPU) never holds up a
+        # caller of another, e.g. the first image's Grad-CAM behind a warm-up's LayerCAM.
         with self._lock:
-            key = (method, layer)
+            if key in self._fast:
+                return self._fast[key]
+            key_lock = self._trace_locks.setdefault(key, threading.Lock())
+        with key_lock:
             if key not in self._fast:
-                self._fast[key] = self._trace_fast(method, layer)
-            return self._fast[key]
+                traced = self._trace_fast(method, layer)
+                with self._lock:
+                    self._fast[key] = traced
+        return self._fast[key]
+
+    def traced(self) -> frozenset[tuple[str, str]]:
+        """The (method, layer) pairs whose single-pass map is traced already."""
+        with self._lock:
+            return frozenset(self._fast)
+
+    def warm_up(
+        self,
+        methods: Sequence[CamMethod] = tuple(CAM_METHODS),
+        layers: Sequence[str] = tuple(CAM_LAYERS),
+    ) -> None:
+        """Trace and run once, on one blank image, the single-pass map of every method and
+        layer, so that a visitor's first switch of method or layer costs only its maps.
+
+        Tracing one ResNet-50 gradient graph takes seconds on a CPU; a server calls this in
+        a background thread once its model is ready (:mod:`app.model_loading`).
+
+        Example:
+            >>> explainer.warm_up(methods=("layercam",), layers=(COARSE_LAYER,))
+            >>> ("layercam", COARSE_LAYER) in explainer.traced()
+            True
+        """
+        blank = np.zeros((1, *self.model.input_shape[1:]), np.float32)
+        for layer in layers:
+            self._check_layer(layer)
+            for method in methods:
+                self._explain_fast(blank, method, layer, "predicted")
 
     def _trace_fast(self, method: CamMethod, layer: str) -> Callable:
         shape = (None, *self.model.input_shape[1:])

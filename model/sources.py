@@ -296,7 +296,7 @@ def _parse_url(text: str, scheme: str) -> ModelLocation:
     if not _SHA256.fullmatch(value):
         raise ModelLocationError(
             f"{shown}: #sha256= needs exactly 64 hex digits (0-9, a-f); got {len(value)} "
-            f"character(s): {value[:70]!r}"
+            f"character{'' if len(value) == 1 else 's'}: {value[:70]!r}"
         )
     url = urllib.parse.urlunsplit((scheme, parts.netloc, parts.path, parts.query, ""))
     return ModelLocation(text=text, kind="url", url=url, sha256=value)

@@ -12,6 +12,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # is left open (app/process.py), which would otherwise make the suite's TensorFlow (and its
 # subprocesses) depend on which test happens to import TensorFlow first.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+# The app's background warm-up of every map control (seconds of CPU per loaded model) is
+# off for the suite, which loads many models on two cores; tests/app/test_model_loading.py
+# turns it on where it is the subject.
+os.environ.setdefault("BCD_WARM_UP_CONTROLS", "0")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BREAKHIS_SAMPLE = REPO_ROOT.parent / "shared" / "breakhis-sample"

@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
-from train.console import summarise_names, warn_once
+from train.console import counted, summarise_names, warn_once
 from train.dataset import MAGNIFICATIONS, DatasetIndex
 
 logger = logging.getLogger(__name__)
@@ -276,7 +276,7 @@ def paper_split(
     if images["magnification"].isna().any():
         raise SplitError(
             f"the paper protocol splits by magnification, but "
-            f"{int(images['magnification'].isna().sum())} images have none"
+            f"{counted(int(images['magnification'].isna().sum()), 'image')} without one"
         )
     train = images[images["magnification"].isin(PAPER_TRAIN_MAGNIFICATIONS)]
     test = images[images["magnification"] == PAPER_TEST_MAGNIFICATION]
@@ -308,7 +308,8 @@ def _patient_labels(images: pd.DataFrame) -> pd.Series:
     if images["patient"].isna().any():
         raise SplitError(
             f"patient-level splits need a patient id for every image; "
-            f"{int(images['patient'].isna().sum())} images have none (give a 'patient' column "
+            f"{counted(int(images['patient'].isna().sum()), 'image')} without one (give a "
+            "'patient' column "
             "in the CSV manifest or use BreakHis file names)"
         )
     labels = images.groupby("patient")["label"]

@@ -267,12 +267,33 @@ def test_controls_change_the_overlay_without_rerunning_the_network(
 def test_test_time_augmentation_gives_mean_and_spread(
     monkeypatch, trained_artifact: Path, sample_images: dict[str, bytes]
 ) -> None:
+    """Turning TTA on for a classified batch runs only the flipped views (a spy on the real
+    analyzer counts the calls): the probabilities stay, each image's mean and spread come."""
+    from model.analysis import Analyzer
+
+    calls: dict[str, list[int]] = {"with_tta": [], "analyze_many(tta=True)": []}
+    real_with_tta, real_analyze_many = Analyzer.with_tta, Analyzer.analyze_many
+
+    def with_tta(self, prepared, analyses):
+        calls["with_tta"].append(len(prepared))
+        return real_with_tta(self, prepared, analyses)
+
+    def analyze_many(self, images, *args, **kwargs):
+        if kwargs.get("tta"):
+            calls["analyze_many(tta=True)"].append(len(images))
+        return real_analyze_many(self, images, *args, **kwargs)
+
+    monkeypatch.setattr(Analyzer, "with_tta", with_tta)
+    monkeypatch.setattr(Analyzer, "analyze_many", analyze_many)
     monkeypatch.setenv("BCD_MODEL", str(trained_artifact))
     app = run_until_loaded(new_app())
     upload(app, list(sample_images.items())[:2])
-    assert "tta_mean" not in results(app).columns
+    before = results(app)
+    assert "tta_mean" not in before.columns
     app.sidebar.toggle(key="tta").set_value(True).run()
     table = results(app)
+    assert calls == {"with_tta": [2], "analyze_many(tta=True)": []}
+    assert table["probability"].tolist() == before["probability"].tolist()
     assert table["tta_mean"].between(0, 1).all()
     assert (table["tta_std"] >= 0).all()
     assert any("Test-time augmentation (4 views)" in text for text in texts(app.markdown))

@@ -99,6 +99,9 @@ def test_upload_shows_probability_and_overlay_in_chromium(
             assert "Traceback" not in body
 
             time.sleep(1.0)  # let the gauge finish its entry animation
+            assert_gauge_caption_clear_of_ticks(
+                page.locator(".st-key-result-0 [data-testid='stPlotlyChart']").first
+            )
             screenshot = tmp_path / "app.png"
             page.screenshot(path=str(screenshot))
             assert screenshot.stat().st_size > 50_000
@@ -107,6 +110,36 @@ def test_upload_shows_probability_and_overlay_in_chromium(
                 shutil.copyfile(screenshot, DOCS_SCREENSHOT)
         finally:
             browser.close()
+
+
+READ_TEXT_BOXES = """chart => {
+    const box = element => {
+        const r = element.getBoundingClientRect();
+        return {text: element.textContent, top: r.top, bottom: r.bottom, left: r.left,
+                right: r.right};
+    };
+    return {chart: box(chart), texts: [...chart.querySelectorAll('svg text')].map(box)};
+}"""
+
+
+def assert_gauge_caption_clear_of_ticks(chart: Any) -> None:
+    """As drawn by the browser: the gauge's tick labels read 0%..100%, and its threshold
+    caption overlaps none of them and lies inside the chart (not clipped)."""
+    drawn = chart.evaluate(READ_TEXT_BOXES)
+    ticks = [box for box in drawn["texts"] if re.fullmatch(r"\d+%", box["text"].strip())]
+    assert sorted(box["text"] for box in ticks) == sorted(["0%", "25%", "50%", "75%", "100%"])
+    (caption,) = [box for box in drawn["texts"] if box["text"].startswith("threshold ")]
+    for tick in ticks:
+        apart = (
+            tick["bottom"] <= caption["top"]
+            or tick["top"] >= caption["bottom"]
+            or tick["right"] <= caption["left"]
+            or tick["left"] >= caption["right"]
+        )
+        assert apart, f"the threshold caption {caption} overlaps the tick label {tick}"
+    assert caption["bottom"] <= drawn["chart"]["bottom"] + 1
+    assert caption["left"] >= drawn["chart"]["left"] - 1
+    assert caption["right"] <= drawn["chart"]["right"] + 1
 
 
 # --- a mixed upload through the file chooser ----------------------------------------------

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app.model_loading import model_status, start_model_handle
+from app.model_loading import WARM_UP_CONTROLS_ENV, model_status, start_model_handle
 from app.model_source import ModelSource
 from model.errors import ArtifactNotFoundError, ModelLocationError, RemoteModelNotFoundError
 from tests.http_server import FileServer
@@ -46,6 +46,30 @@ def test_model_status_follows_a_real_load(trained_artifact: Path) -> None:
         "trace Grad-CAM",
     }
     assert model_status(None)["state"] == "none"
+
+
+@pytest.mark.slow
+def test_a_loaded_model_warms_up_every_map_control_in_the_background(
+    monkeypatch, trained_artifact: Path
+) -> None:
+    """Once the model is ready, a background thread traces every map method and layer (the
+    first switch of either then costs only its maps); ``BCD_WARM_UP_CONTROLS=0`` turns it
+    off. The model is usable while the warm-up runs."""
+    from model.config import CAM_LAYERS, CAM_METHODS, COARSE_LAYER
+
+    source = ModelSource(str(trained_artifact), "environment", "BCD_MODEL=x")
+    monkeypatch.setenv(WARM_UP_CONTROLS_ENV, "0")
+    cold = start_model_handle(source)
+    assert cold.wait(timeout=180).explainer.traced() == {("gradcam", COARSE_LAYER)}
+    assert cold.warmed_up(timeout=0) is False
+
+    monkeypatch.setenv(WARM_UP_CONTROLS_ENV, "1")
+    warm = start_model_handle(source)
+    analyzer = warm.wait(timeout=180)
+    assert warm.warmed_up(timeout=300)
+    pairs = {(method, layer) for method in CAM_METHODS for layer in CAM_LAYERS}
+    assert analyzer.explainer.traced() == pairs
+    assert "warm up every map and TTA (background)" in warm.timings
 
 
 def test_a_malformed_remote_location_fails_at_once() -> None:

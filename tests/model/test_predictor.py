@@ -61,6 +61,21 @@ def test_tta_views(predictor, images):
     assert np.allclose(result.std, result.probabilities.std(axis=1))
 
 
+def test_tta_with_the_original_probabilities_runs_only_the_flipped_views(predictor, images):
+    """Given the plain pass's probabilities, the TTA result is the same, and those are the
+    original view as given (not recomputed): a marker value shows it was not rerun."""
+    inputs = np.stack([preprocess(data, SPEC) for data in images[:3]])
+    full = predictor.predict_tta(inputs)
+    reused = predictor.predict_tta(inputs, original=predictor.predict_batch(inputs))
+    assert reused.views == full.views
+    assert np.allclose(reused.probabilities, full.probabilities, atol=1e-6)
+    marked = predictor.predict_tta(inputs, original=np.array([0.25, 0.5, 0.75]))
+    assert marked.probabilities[:, 0].tolist() == [0.25, 0.5, 0.75]
+    assert np.allclose(marked.probabilities[:, 1:], full.probabilities[:, 1:], atol=1e-6)
+    with pytest.raises(ValueError, match="original must hold 3 probabilities"):
+        predictor.predict_tta(inputs, original=np.array([0.5]))
+
+
 def test_threshold_decides_the_label(random_model):
     predictor = Predictor(random_model, SPEC, threshold=0.3)
     assert predictor.label(0.3) == "malignant" and predictor.label(0.29) == "benign"

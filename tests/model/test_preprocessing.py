@@ -60,6 +60,40 @@ def test_resize_uses_antialiased_bilinear_to_input_size():
     assert np.array_equal(resized, expected)
 
 
+@pytest.mark.parametrize(
+    "interpolation, pillow_filter",
+    [
+        ("bilinear", Image.Resampling.BILINEAR),
+        ("bicubic", Image.Resampling.BICUBIC),
+        ("lanczos", Image.Resampling.LANCZOS),
+        ("nearest", Image.Resampling.NEAREST),
+    ],
+)
+def test_resize_and_preprocess_follow_the_configured_interpolation(interpolation, pillow_filter):
+    """Each configured filter is the one used, in the resize and in the whole preprocessing;
+    the filters give different pixels on tissue, so a resize that ignored the setting fails."""
+    image = tissue_like(700, 460)
+    spec = InputSpec(interpolation=interpolation)
+    expected = np.asarray(image.resize((144, 96), pillow_filter))
+    assert np.array_equal(resize_to_input(np.asarray(image), spec), expected)
+    others = [
+        np.asarray(image.resize((144, 96), other))
+        for other in Image.Resampling
+        if other in ALL_FILTERS and other != pillow_filter
+    ]
+    assert all(not np.array_equal(expected, other) for other in others)
+    served = preprocess(png_bytes(image), spec)
+    assert np.allclose(served, normalise(expected, spec))
+
+
+ALL_FILTERS = (
+    Image.Resampling.BILINEAR,
+    Image.Resampling.BICUBIC,
+    Image.Resampling.LANCZOS,
+    Image.Resampling.NEAREST,
+)
+
+
 def test_normalise_matches_keras_resnet50_preprocess_input():
     pixels = np.asarray(tissue_like(144, 96)).astype(np.float32)
     expected = keras.applications.resnet50.preprocess_input(pixels.copy())

@@ -118,6 +118,16 @@ def test_patient_metrics_both_definitions_by_hand() -> None:
     assert_json_clean(result)
 
 
+def test_a_patient_with_as_many_benign_as_malignant_images_counts_as_malignant() -> None:
+    """The 50/50 patient's label is malignant (the cautious call), so its benign vote is
+    a miss: patient vote accuracy 1/2, not 2/2."""
+    result = patient_metrics([0, 1, 0, 0], [0.2, 0.3, 0.1, 0.2], ["tie", "tie", "b", "b"])
+    by_patient = {row["patient"]: row for row in result["per_patient"]}
+    assert by_patient["tie"]["label"] == 1 and by_patient["tie"]["vote"] == 0
+    assert by_patient["b"]["label"] == 0
+    assert result["patient_vote_accuracy"] == pytest.approx(1 / 2)
+
+
 def test_patient_metrics_need_patient_ids() -> None:
     with pytest.raises(ValueError, match="one entry per image"):
         patient_metrics([0, 1], [0.1, 0.9], ["a"])

@@ -184,7 +184,7 @@ def test_too_few_patients_per_class_raises() -> None:
 def test_unknown_patients_raise() -> None:
     frame = toy_index((3, 3))
     frame.loc[0, "patient"] = None
-    with pytest.raises(SplitError, match="1 images have none"):
+    with pytest.raises(SplitError, match="; 1 image without one"):
         patient_split(frame, 1)
 
 
@@ -195,6 +195,16 @@ def test_mixed_class_patient_is_kept_whole(caplog) -> None:
         split = patient_split(frame, 1)
     assert "both classes" in caplog.text
     assert split.audit.patient_disjoint
+
+
+def test_a_patient_with_as_many_benign_as_malignant_images_counts_as_malignant() -> None:
+    """A 50/50 patient is stratified as malignant (the cautious call, as in the patient
+    metrics): with it, 1 benign patient is left, too few to split; were the tie to go to
+    benign, there would be 2 and the split would go ahead."""
+    frame = toy_index((2, 3), images_per_patient=2)
+    frame.loc[frame["patient"] == "0-1", "label"] = [0, 1]
+    with pytest.raises(SplitError, match="found 1 benign and 4 malignant"):
+        patient_split(frame, 1)
 
 
 # --- magnification protocol ---------------------------------------------------------------
