@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from app.model_loading import without_server_paths
 from model.applicability import VERDICT_TEXT
 from model.breakhis import BreakHisName, read_breakhis_filename
 from model.config import COARSE_LAYER, CamMethod, Target
@@ -365,7 +366,9 @@ def with_map(result: ImageResult, mapped: ImageAnalysis) -> ImageResult:
 
 
 def _unexpected(error: Exception) -> str:
-    return f"could not analyse this image ({type(error).__name__}: {error})"
+    # A network error can quote a server file (a traced graph's source, a temporary folder):
+    # the visitor reads this in the table and the CSV, and the server's paths are not theirs.
+    return without_server_paths(f"could not analyse this image ({type(error).__name__}: {error})")
 
 
 def format_probability(probability: float) -> str:
@@ -431,6 +434,8 @@ def result_warnings(
         warnings.append(analysis.empty_map_message)
     warnings += list(result.quality)
     warnings += list(analysis.notes)
+    if result.display is not None and result.display.note:
+        warnings.append(result.display.note)  # the table and CSV say it, as the image does
     if analysis.tta is not None and analysis.threshold:
         mean = float(analysis.tta.mean[0])
         if (mean >= analysis.threshold) != (analysis.probability >= analysis.threshold):

@@ -16,6 +16,7 @@ from PIL import Image
 from app.launch import CHROMIUM, CHROMIUM_ARGS, get_json, start_streamlit, stop, wait_until_healthy
 from model.display import DISPLAY_MAX_SIDE
 from tests.app.helpers import new_app, run_until_loaded, texts
+from tests.app.test_app import results
 
 BIG_SIZE = (4800, 3600)  # a camera-sized JPEG: decoded at half size, shown at 1400x1050
 
@@ -64,6 +65,9 @@ def test_a_large_image_is_shown_downscaled_and_says_so(big_upload_app) -> None:
     said = f"Shown downscaled from {width}x{height} to 1400x1050 for display."
     assert captions.count(said) == 1, captions  # the BreakHis image is shown at its size
     assert len(big_upload_app.metric) == 2  # both classified
+    # The table (and so the CSV, built from the same rows) says it for that image only.
+    table = results(big_upload_app).set_index("file")
+    assert [said[0].lower() + said[1:-1] in text for text in table["warnings"]] == [True, False]
 
 
 def test_session_state_holds_no_array_larger_than_the_display_cap(big_upload_app) -> None:

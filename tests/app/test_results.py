@@ -141,3 +141,35 @@ def test_formatting_helpers() -> None:
     assert download_name("a/SOB_M_DC-14-2523-40-010.png", "overlay") == (
         "SOB_M_DC-14-2523-40-010_overlay.png"
     )
+
+
+@pytest.mark.slow
+def test_a_network_failure_on_a_batch_names_no_server_path(monkeypatch, trained_artifact) -> None:
+    """An error the network raises mid-batch (here one that quotes a server file, as a traced
+    graph's errors do) becomes each image's error, worded without the server's folders; the
+    other results of the call are not lost."""
+    from app.results import classify_uploads, prepare_upload
+    from model.analysis import Analyzer
+
+    analyzer = Analyzer.from_path(trained_artifact)
+    uploads = [
+        prepare_upload(
+            analyzer, png_bytes(tissue_like(seed=seed)), file_id=f"f{seed}", file_name=f"{seed}.png"
+        )
+        for seed in range(3)
+    ]
+    real = Analyzer.analyze_many
+    calls = []
+
+    def fails_on_the_second_batch(self, images, *args, **kwargs):
+        calls.append(len(images))
+        if len(calls) == 2:
+            raise RuntimeError("out of memory in /srv/bcd/runs/run-7/model/model.keras")
+        return real(self, images, *args, **kwargs)
+
+    monkeypatch.setattr(Analyzer, "analyze_many", fails_on_the_second_batch)
+    results = classify_uploads(analyzer, uploads, batch_size=2)
+    assert calls == [2, 1]
+    assert [result.ok for result in results] == [True, True, False]
+    assert "/srv" not in results[2].error
+    assert results[2].error.startswith("could not analyse this image (RuntimeError: out of memory")
