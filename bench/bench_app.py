@@ -589,7 +589,15 @@ def phase_controls(model: Path, images: int) -> dict[str, Any]:
         "tta_off_cached": lambda: app.toggle(key="tta").set_value(False),
         "first_page_cached": lambda: app.selectbox(key="details_page").set_value(0),
     }
+    # The server traces every map control in the background once its model is ready
+    # (app.model_loading); say whether that had finished when the first change came.
+    from app import state
+
+    _, handle = state.configured_model()
+    result["controls_warm_when_changed"] = handle is not None and handle.warmed_up(timeout=0)
     result["change_s"] = {name: timed(change) for name, change in changes.items()}
+    if handle is not None and handle.warmed_up(timeout=0):
+        result["warm_up_s"] = round(handle.timings["warm up every map and TTA (background)"], 2)
     # Back to the first settings: every map for this page is cached now.
     back = {
         "target_predicted_cached": lambda: app.selectbox(key="cam_target").set_value("predicted"),

@@ -259,10 +259,10 @@ class Analyzer:
         ]
 
     def warm_up_controls(self) -> None:
-        """Trace every map method and layer and the test-time augmentation pass, once, on a
-        blank input: a server runs this in the background after loading, so a visitor's first
-        change of method, layer or TTA costs only the computation (tracing each graph takes
-        seconds on a CPU)."""
+        """Trace the maps of every layer (each graph gives all three methods) and the
+        test-time augmentation pass, once, on a blank input: a server runs this in the
+        background after loading, so a visitor's first change of layer or TTA costs only the
+        computation (tracing each graph takes seconds on a CPU)."""
         self.explainer.warm_up()
         self.predictor.predict_batch(np.zeros((1, *self.predictor.spec.shape), np.float32))
 

@@ -72,6 +72,7 @@ NORMALISATION_EPSILON = keras.config.epsilon()
 
 
 EMPTY_MAP_TOLERANCE = 1e-7
+_FAST_METHODS: tuple[CamMethod, ...] = tuple(CAM_METHODS)  # order of cams_graph's maps
 """A raw map whose maximum, or whose range relative to its maximum, is below this is empty."""
 
 
@@ -129,8 +130,8 @@ class Explainer:
         self.logit_threshold = float(logit_threshold)
         self.fast_gradcam = fast_gradcam
         self._lock = threading.Lock()
-        self._fast: dict[tuple[str, str], Callable] = {}
-        self._trace_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._fast: dict[str, Callable] = {}  # by layer: every method's maps at once
+        self._trace_locks: dict[str, threading.Lock] = {}
         self._visualizers: dict[str, object] = {}
         self._forward_fn: Callable | None = None
 
@@ -227,10 +228,10 @@ class Explainer:
         self, inputs: np.ndarray, method: CamMethod, layer: str, target: Target
     ) -> Explanation:
         mode = {"predicted": 0.0, "malignant": 1.0, "benign": -1.0}[target]
-        cams, logits, signs, features = self._fast_fn(method, layer)(
+        cams, logits, signs, features = self._fast_fn(layer)(
             tf.constant(inputs), tf.constant(mode, tf.float32)
         )
-        raw = cams.numpy()
+        raw = cams[_FAST_METHODS.index(method)].numpy()
         logits = logits.numpy().astype(np.float64)
         return Explanation(
             _normalise(raw),
@@ -243,51 +244,47 @@ class Explainer:
             empty=_is_empty(raw),
         )
 
-    def _fast_fn(self, method: CamMethod, layer: str) -> Callable:
-        key = (method, layer)
+    def _fast_fn(self, layer: str) -> Callable:
         # One lock per traced function: tracing one (seconds on a CPU) never holds up a
-        # caller of another, e.g. the first image's Grad-CAM behind a warm-up's LayerCAM.
+        # caller of another, e.g. the first image's coarse map behind a warm-up's fine one.
         with self._lock:
-            if key in self._fast:
-                return self._fast[key]
-            key_lock = self._trace_locks.setdefault(key, threading.Lock())
-        with key_lock:
-            if key not in self._fast:
-                traced = self._trace_fast(method, layer)
+            if layer in self._fast:
+                return self._fast[layer]
+            layer_lock = self._trace_locks.setdefault(layer, threading.Lock())
+        with layer_lock:
+            if layer not in self._fast:
+                traced = self._trace_fast(layer)
                 with self._lock:
-                    self._fast[key] = traced
-        return self._fast[key]
+                    self._fast[layer] = traced
+        return self._fast[layer]
 
     def traced(self) -> frozenset[tuple[str, str]]:
-        """The (method, layer) pairs whose single-pass map is traced already."""
+        """The (method, layer) pairs whose single-pass map is traced already (one graph per
+        layer gives every method)."""
         with self._lock:
-            return frozenset(self._fast)
+            return frozenset((method, layer) for layer in self._fast for method in CAM_METHODS)
 
-    def warm_up(
-        self,
-        methods: Sequence[CamMethod] = tuple(CAM_METHODS),
-        layers: Sequence[str] = tuple(CAM_LAYERS),
-    ) -> None:
-        """Trace and run once, on one blank image, the single-pass map of every method and
-        layer, so that a visitor's first switch of method or layer costs only its maps.
+    def warm_up(self, layers: Sequence[str] = tuple(CAM_LAYERS)) -> None:
+        """Trace and run once, on one blank image, the single-pass maps of every layer, so
+        that a visitor's first switch of layer costs only its maps (a switch of method never
+        traces: one graph per layer gives all three).
 
         Tracing one ResNet-50 gradient graph takes seconds on a CPU; a server calls this in
         a background thread once its model is ready (:mod:`app.model_loading`).
 
         Example:
-            >>> explainer.warm_up(methods=("layercam",), layers=(COARSE_LAYER,))
-            >>> ("layercam", COARSE_LAYER) in explainer.traced()
+            >>> explainer.warm_up(layers=(FINE_LAYER,))
+            >>> ("layercam", FINE_LAYER) in explainer.traced()
             True
         """
         blank = np.zeros((1, *self.model.input_shape[1:]), np.float32)
         for layer in layers:
             self._check_layer(layer)
-            for method in methods:
-                self._explain_fast(blank, method, layer, "predicted")
+            self._explain_fast(blank, "gradcam", layer, "predicted")
 
-    def _trace_fast(self, method: CamMethod, layer: str) -> Callable:
+    def _trace_fast(self, layer: str) -> Callable:
         shape = (None, *self.model.input_shape[1:])
-        traced = tf.function(cam_graph(self.model, layer, self.logit_threshold, method))
+        traced = tf.function(cams_graph(self.model, layer, self.logit_threshold, _FAST_METHODS))
         return traced.get_concrete_function(
             tf.TensorSpec(shape, tf.float32), tf.TensorSpec((), tf.float32)
         )
@@ -360,7 +357,35 @@ def cam_graph(
     model: keras.Model, layer: str, logit_threshold: float, method: CamMethod = "gradcam"
 ) -> Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, ...]]:
     """A single-pass map as a function to trace: (images, mode) -> (raw maps (n, h, w),
-    logits (n,), signs (n,), pooled features (n, 2048)).
+    logits (n,), signs (n,), pooled features (n, 2048)): :func:`cams_graph` for one method.
+
+    Example:
+        >>> graph = cam_graph(build_model(weights=None), COARSE_LAYER, 0.0, "layercam")
+        >>> maps, logits, signs, pooled = graph(tf.zeros((1, 96, 144, 3)), tf.constant(1.0))
+        >>> tuple(maps.shape), tuple(pooled.shape)
+        ((1, 3, 5), (1, 2048))
+    """
+    every = cams_graph(model, layer, logit_threshold, (method,))
+
+    def cam(images: tf.Tensor, mode: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        cams, logits, signs, pooled = every(images, mode)
+        return cams[0], logits, signs, pooled
+
+    return cam
+
+
+def cams_graph(
+    model: keras.Model,
+    layer: str,
+    logit_threshold: float,
+    methods: Sequence[CamMethod] = tuple(CAM_METHODS),
+) -> Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, ...]]:
+    """The maps of several methods from one forward and backward pass, as a function to
+    trace: (images, mode) -> (raw maps (len(methods), n, h, w), logits (n,), signs (n,),
+    pooled features (n, 2048)).
+
+    Every method weighs the same gradients, so the :class:`Explainer` traces this once per
+    layer for all three: switching method then never traces a graph.
 
     ``mode`` is 0 for the predicted class (by ``logit_threshold``), 1 for malignant, -1 for
     benign: the score is the logit times that sign. The maps are not normalised (the
@@ -373,13 +398,14 @@ def cam_graph(
     * ``layercam``: ``relu(sum_c relu(g) * A)`` (per position, not per channel).
 
     Example:
-        >>> graph = cam_graph(build_model(weights=None), COARSE_LAYER, 0.0, "layercam")
-        >>> maps, logits, signs, pooled = graph(tf.zeros((1, 96, 144, 3)), tf.constant(1.0))
-        >>> tuple(maps.shape), tuple(pooled.shape)
-        ((1, 3, 5), (1, 2048))
+        >>> graph = cams_graph(build_model(weights=None), FINE_LAYER, 0.0)
+        >>> maps, logits, signs, pooled = graph(tf.zeros((2, 96, 144, 3)), tf.constant(0.0))
+        >>> tuple(maps.shape), tuple(logits.shape)
+        ((3, 2, 6, 9), (2,))
     """
-    if method not in CAM_METHODS:
-        raise ValueError(f"method must be one of {tuple(CAM_METHODS)}, got {method!r}")
+    unknown = [method for method in methods if method not in CAM_METHODS]
+    if unknown or not methods:
+        raise ValueError(f"method must be one of {tuple(CAM_METHODS)}, got {unknown or methods!r}")
     grad_model = keras.Model(
         model.inputs,
         [
@@ -389,9 +415,9 @@ def cam_graph(
         ],
     )
     threshold_logit = float(logit_threshold)
-    weigh = {"gradcam": _gradcam, "gradcam++": _gradcam_plus_plus, "layercam": _layercam}[method]
+    weighers = [_WEIGHERS[method] for method in methods]
 
-    def cam(images: tf.Tensor, mode: tf.Tensor) -> tuple[tf.Tensor, ...]:
+    def cams(images: tf.Tensor, mode: tf.Tensor) -> tuple[tf.Tensor, ...]:
         with tf.GradientTape() as tape:
             activations, logits, pooled_from = grad_model(images, training=False)
             logits = logits[:, 0]
@@ -402,11 +428,11 @@ def cam_graph(
         # input, so one gradient gives every image's own gradient.
         grads = tf.cast(tape.gradient(score, activations), tf.float32)
         activations = tf.cast(activations, tf.float32)
-        cams = tf.nn.relu(weigh(grads, activations))
+        maps = tf.stack([tf.nn.relu(weigh(grads, activations)) for weigh in weighers])
         pooled = tf.reduce_mean(tf.cast(pooled_from, tf.float32), axis=(1, 2))
-        return cams, logits, signs, pooled
+        return maps, logits, signs, pooled
 
-    return cam
+    return cams
 
 
 def _gradcam(grads: tf.Tensor, activations: tf.Tensor) -> tf.Tensor:
@@ -439,6 +465,13 @@ def _gradcam_plus_plus(grads: tf.Tensor, activations: tf.Tensor) -> tf.Tensor:
 def _layercam(grads: tf.Tensor, activations: tf.Tensor) -> tf.Tensor:
     """Jiang et al. 2021: each position's activations weighted by its positive gradients."""
     return tf.reduce_sum(tf.nn.relu(grads) * activations, axis=-1)
+
+
+_WEIGHERS: dict[str, Callable[[tf.Tensor, tf.Tensor], tf.Tensor]] = {
+    "gradcam": _gradcam,
+    "gradcam++": _gradcam_plus_plus,
+    "layercam": _layercam,
+}
 
 
 def _make_visualizer(model: keras.Model, method: str) -> Callable:
