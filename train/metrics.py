@@ -555,6 +555,40 @@ def _rates_from_counts(tn: np.ndarray, fp: np.ndarray, fn: np.ndarray, tp: np.nd
         }
 
 
+def resampled_auc(
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    patient_codes: np.ndarray,
+    multiplicity: np.ndarray,
+) -> np.ndarray:
+    """ROC AUC of every bootstrap resample at once: resample ``r`` counts each image of
+    patient ``p`` ``multiplicity[r, p]`` times (NaN where a resample drew one class only).
+
+    The AUC is the Mann-Whitney statistic (ties count one half), which is what
+    ``sklearn.metrics.roc_auc_score`` computes with these sample weights; here it comes from
+    per-patient counts at each distinct probability, so 1000 resamples cost a few matrix
+    products instead of 1000 calls (the test checks it against scikit-learn).
+
+    Example:
+        >>> resampled_auc(np.array([0, 1, 0, 1]), np.array([0.1, 0.8, 0.8, 0.9]),
+        ...               np.array([0, 1, 2, 3]), np.array([[1.0, 1, 1, 1], [2, 0, 1, 1]]))
+        array([0.875, 1.   ])
+    """
+    levels, level_of = np.unique(probabilities, return_inverse=True)
+    n_patients = multiplicity.shape[1]
+    positives = np.zeros((n_patients, len(levels)))
+    negatives = np.zeros((n_patients, len(levels)))
+    np.add.at(positives, (patient_codes[labels == 1], level_of[labels == 1]), 1.0)
+    np.add.at(negatives, (patient_codes[labels == 0], level_of[labels == 0]), 1.0)
+    drawn_positives, drawn_negatives = multiplicity @ positives, multiplicity @ negatives
+    # Negatives strictly below each level, plus half of those tied with it.
+    below = np.cumsum(drawn_negatives, axis=1) - drawn_negatives / 2
+    pairs = drawn_positives.sum(axis=1) * drawn_negatives.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = (drawn_positives * below).sum(axis=1) / pairs
+    return np.where(pairs > 0, auc, np.nan)
+
+
 def patient_bootstrap_ci(
     y_true: ArrayLike,
     y_prob: ArrayLike,
@@ -616,13 +650,7 @@ def patient_bootstrap_ci(
     resampled["brier"] = (multiplicity @ squared_error) / (multiplicity @ n_images)
     resampled["patient_recognition_rate"] = (multiplicity @ fraction_correct) / n_patients
     resampled["patient_vote_accuracy"] = (multiplicity @ vote_correct) / n_patients
-    auc = np.full(n_resamples, np.nan)
-    for resample in range(n_resamples):
-        weights = multiplicity[resample, patient_codes]
-        drawn_labels = labels[weights > 0]
-        if drawn_labels.min() != drawn_labels.max():  # both classes drawn
-            # Weighting by multiplicity equals duplicating the drawn patients' images.
-            auc[resample] = roc_auc_score(labels, probabilities, sample_weight=weights)
+    auc = resampled_auc(labels, probabilities, patient_codes, multiplicity)
     resampled["auc"] = auc
 
     point = {

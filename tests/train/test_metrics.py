@@ -367,3 +367,31 @@ def test_evaluate_predictions_report_is_complete_and_json_clean() -> None:
     minimal = evaluate_predictions([1, 1], [0.3, 0.9])
     assert set(minimal) == {"threshold", "image", "calibration", "roc"}
     assert_json_clean(minimal)
+
+
+def test_resampled_auc_equals_scikit_learns_weighted_auc_per_resample() -> None:
+    """The vectorised bootstrap AUC is scikit-learn's ``roc_auc_score`` with the resample's
+    weights, ties included (probabilities rounded to create many), and NaN where a resample
+    drew one class only."""
+    from sklearn.metrics import roc_auc_score
+
+    from train.metrics import resampled_auc
+
+    rng = np.random.default_rng(3)
+    patient_codes = rng.integers(0, 12, size=300)
+    labels = (patient_codes % 3 == 0).astype(int)  # each patient of one class
+    probabilities = np.round(np.clip(0.3 * labels + rng.random(300) * 0.7, 0, 1), 2)
+    draws = rng.integers(0, 12, size=(200, 12))
+    multiplicity = np.zeros((200, 12))
+    np.add.at(multiplicity, (np.arange(200)[:, None], draws), 1.0)
+    multiplicity[0] = 0
+    multiplicity[0, 1] = 12  # one benign patient drawn 12 times: one class only
+    auc = resampled_auc(labels, probabilities, patient_codes, multiplicity)
+    assert np.isnan(auc[0])
+    for resample in range(1, 200):
+        weights = multiplicity[resample, patient_codes]
+        if len(set(labels[weights > 0])) == 2:
+            expected = roc_auc_score(labels, probabilities, sample_weight=weights)
+            assert auc[resample] == pytest.approx(expected, abs=1e-12)
+        else:
+            assert np.isnan(auc[resample])
