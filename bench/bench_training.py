@@ -252,7 +252,7 @@ def run_train_command(command: list[str], run_dir: Path) -> RunTimeline:
     timeline.total = time.perf_counter() - start
     timeline.returncode = process.returncode
     for seconds, line in lines:
-        if timeline.indexed is None and re.match(r"^\d+ images, \d+ patients", line):
+        if timeline.indexed is None and re.search(r"train: indexed \d+ images?", line):
             timeline.indexed = seconds
         elif timeline.features is None and re.match(r"^[\w-]+: train \d+ patients", line):
             timeline.features = seconds
@@ -310,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(
         f"{exact_command.strip()}\n  TensorFlow {tf.__version__}, {os.cpu_count()} CPU "
-        f"cores, {results['gpus']} GPU(s); load average {results['load_average_start']}"
+        f"cores, {results['gpus']} GPU{'' if results['gpus'] == 1 else 's'}; "
+        f"load average {results['load_average_start']}"
     )
 
     if not args.skip_micro:

@@ -481,6 +481,7 @@ def _run(
     # checked. A refused or failed start leaves nothing that would refuse the next command.
     strategy = configure_tensorflow(config)  # first: the multi-worker strategy needs it so
     index = index_dataset(data, check_images=False)  # the decode pass below opens each file
+    logger.info("indexed %s (file names only)", counted(len(index.images), "image"))
     config, planned = plan_protocols(config, index, adapt_protocols)
     model_config = ModelConfig(pooling=config.pooling)
     check_weights(config, model_config)
