@@ -63,6 +63,7 @@ def trust_banner(card: ModelCard, where: str) -> None:
 
 
 NEUTRAL_COLOUR = "#7f8c8d"
+GAUGE_TICKS = (0, 25, 50, 75, 100)
 GAUGE_CAPTION_GAP_PX = 16
 """Pixels between the bottom of the gauge's plot area and the top of its threshold caption."""
 
@@ -82,7 +83,13 @@ def probability_gauge(
             value=probability * 100,
             title={"text": f"probability: {positive_label}", "font": {"size": 13}},
             gauge={
-                "axis": {"range": [0, 100], "ticksuffix": "%", "tickvals": [0, 25, 50, 75, 100]},
+                # The labels are given as text: with explicit tick values plotly.js drew the
+                # numbers without the "ticksuffix" (a browser test reads them).
+                "axis": {
+                    "range": [0, 100],
+                    "tickvals": list(GAUGE_TICKS),
+                    "ticktext": [f"{tick}%" for tick in GAUGE_TICKS],
+                },
                 "bar": {"color": colour, "thickness": 0.35},
                 "steps": [
                     {"range": [0, threshold * 100], "color": "#e8f1f8"},

@@ -456,6 +456,8 @@ def _image_detail(
                     st.error(f"**{warning[0].upper()}{warning[1:]}**", icon=":material/warning:")
                 elif warning == analysis.empty_map_message:
                     continue  # said where the map would be
+                elif result.display is not None and warning == result.display.note:
+                    continue  # said under the image
                 elif analysis.seen is not None and warning.startswith("stain normalisation"):
                     continue  # said beside what the network saw
                 else:

@@ -107,7 +107,7 @@ def test_paper_split_needs_magnifications() -> None:
     with pytest.raises(SplitError, match="40X images"):
         paper_split(frame)  # only 40X: no training images
     frame["magnification"] = pd.array([pd.NA] * len(frame), dtype="Int64")
-    with pytest.raises(SplitError, match="have none"):
+    with pytest.raises(SplitError, match="splits by magnification, but 8 images without one"):
         paper_split(frame)
 
 
