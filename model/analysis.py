@@ -254,7 +254,7 @@ class Analyzer:
         original = np.array([analysis.probability for analysis in analyses], np.float64)
         result = self.predictor.predict_tta(inputs, original=original)
         return [
-            replace(analysis, tta=TTAResult(result.probabilities[index : index + 1], result.views))
+            replace(analysis, tta=result.for_image(index))
             for index, analysis in enumerate(analyses)
         ]
 
@@ -325,9 +325,7 @@ class Analyzer:
                     method=method,
                     layer=layer,
                     target=explanation.targets[index],
-                    tta=None
-                    if tta_result is None
-                    else TTAResult(tta_result.probabilities[index : index + 1], tta_result.views),
+                    tta=None if tta_result is None else tta_result.for_image(index),
                     notes=entry.image.notes + entry.network_input.notes,
                     raw_probability=float(explanation.probabilities[index]),
                     calibrated=card.calibration is not None,

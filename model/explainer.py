@@ -72,8 +72,9 @@ NORMALISATION_EPSILON = keras.config.epsilon()
 
 
 EMPTY_MAP_TOLERANCE = 1e-7
-_FAST_METHODS: tuple[CamMethod, ...] = tuple(CAM_METHODS)  # order of cams_graph's maps
 """A raw map whose maximum, or whose range relative to its maximum, is below this is empty."""
+
+_FAST_METHODS: tuple[CamMethod, ...] = tuple(CAM_METHODS)  # order of cams_graph's maps
 
 
 @dataclass(frozen=True)
@@ -262,7 +263,7 @@ class Explainer:
         """The (method, layer) pairs whose single-pass map is traced already (one graph per
         layer gives every method)."""
         with self._lock:
-            return frozenset((method, layer) for layer in self._fast for method in CAM_METHODS)
+            return frozenset((method, layer) for layer in self._fast for method in _FAST_METHODS)
 
     def warm_up(self, layers: Sequence[str] = tuple(CAM_LAYERS)) -> None:
         """Trace and run once, on one blank image, the single-pass maps of every layer, so
@@ -280,7 +281,8 @@ class Explainer:
         blank = np.zeros((1, *self.model.input_shape[1:]), np.float32)
         for layer in layers:
             self._check_layer(layer)
-            self._explain_fast(blank, "gradcam", layer, "predicted")
+            if (_FAST_METHODS[0], layer) not in self.traced():  # traced graphs have run once
+                self._explain_fast(blank, _FAST_METHODS[0], layer, "predicted")
 
     def _trace_fast(self, layer: str) -> Callable:
         shape = (None, *self.model.input_shape[1:])

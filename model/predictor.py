@@ -44,6 +44,10 @@ class TTAResult:
     def std(self) -> np.ndarray:
         return self.probabilities.std(axis=1)
 
+    def for_image(self, index: int) -> TTAResult:
+        """The result of image ``index`` alone (one row), as a per-image analysis holds it."""
+        return TTAResult(self.probabilities[index : index + 1], self.views)
+
 
 # Views that keep the (96, 144) shape: identity, flips and the half turn. Quarter turns would
 # transpose the input to 144x96, a shape the network was not trained on.
@@ -140,16 +144,18 @@ class Predictor:
         flipped views, three passes instead of four.
         """
         inputs = np.asarray(inputs, dtype=np.float32)
-        flipped = {name: flips for name, flips in TTA_VIEWS.items() if any(flips)}
-        if original is None:
-            flipped = dict(TTA_VIEWS)
-        elif np.shape(original) != (len(inputs),):
+        if original is not None and np.shape(original) != (len(inputs),):
             raise ValueError(
                 f"original must hold {len(inputs)} probabilities, got {np.shape(original)}"
             )
-        views = [_view(inputs, *flips) for flips in flipped.values()]
-        stacked = self.predict_batch(np.concatenate(views)).reshape(len(flipped), len(inputs))
-        by_view = dict(zip(flipped, stacked, strict=True))
+        to_run = {
+            name: flips
+            for name, flips in TTA_VIEWS.items()
+            if original is None or any(flips)  # the unflipped view is ``original``
+        }
+        views = [_view(inputs, *flips) for flips in to_run.values()]
+        stacked = self.predict_batch(np.concatenate(views)).reshape(len(to_run), len(inputs))
+        by_view = dict(zip(to_run, stacked, strict=True))
         if original is not None:
             by_view["original"] = np.asarray(original, dtype=np.float64)
         per_view = np.stack([by_view[name] for name in TTA_VIEWS], axis=1)
