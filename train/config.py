@@ -54,6 +54,10 @@ class TrainConfig:
         pooling: ``avg`` or ``flatten`` (see ``model.config.ModelConfig``).
         feature_cache: train the head on cached ResNet features (needs ``freeze="base"``).
         epochs, steps_per_epoch: ``steps_per_epoch=None`` means one pass over the train set.
+        patience: stop a fold's training once its validation loss has not improved for this
+            many epochs (the best epoch's weights are served either way); 0 trains every
+            epoch, as the paper did. Decided from the fold's history, so a resumed fold stops
+            at the epoch an uninterrupted one does (:func:`train.trainer.patience_exhausted`).
         monitor_test: evaluate the test set after every epoch (the paper's Figs. 8-9).
         folds: how many patient-disjoint folds to run (Spanhol: 5).
         validation_fraction: share of training *patients* held out for model selection and
@@ -96,6 +100,7 @@ class TrainConfig:
     feature_cache: bool = False
     epochs: int = 200
     steps_per_epoch: int | None = 200
+    patience: int = 0
     batch_size: int = 32
     learning_rate: float = 1e-4
     augment: bool = True
@@ -157,6 +162,7 @@ PRESETS: dict[str, TrainConfig] = {
         freeze="base",
         feature_cache=True,
         epochs=30,
+        patience=5,
         steps_per_epoch=None,
         batch_size=256,
         learning_rate=1e-3,
@@ -268,6 +274,8 @@ def validate(config: TrainConfig) -> None:
         )
     if config.epochs < 1 or config.batch_size < 1 or config.folds < 1:
         raise ValueError("epochs, batch_size and folds must be at least 1")
+    if config.patience < 0:
+        raise ValueError("patience must be 0 (train every epoch) or a number of epochs")
 
 
 def _validate_execution(config: TrainConfig) -> None:

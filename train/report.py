@@ -47,7 +47,7 @@ from train.console import counted
 from train.dataset import CLASS_NAMES, parse_breakhis_filename
 from train.metrics import calibration, mean_sd
 from train.protocols import PROTOCOLS
-from train.run_folder import ProtocolRecord, RunRecord, read_run
+from train.run_folder import FoldDocument, ProtocolRecord, RunRecord, read_run
 
 logger = logging.getLogger(__name__)
 
@@ -436,6 +436,12 @@ def _preset_note(record: RunRecord) -> str:
         "batch 32, 200 epochs x 200 steps, augmentation).",
     }
     lines = [notes.get(config.preset, f"Preset **{config.preset}**.")]
+    if config.patience:
+        lines.append(
+            f"Early stopping: a fold stops once its validation loss has not improved for "
+            f"{config.patience} epochs (of at most {config.epochs}); the lowest-validation-loss "
+            "epoch's weights are served either way (the table's *epochs (best)*)."
+        )
     if config.weights == "none":
         lines.append(
             "Initial weights: **random** (`--weights none`), not ImageNet: features of an "
@@ -521,6 +527,7 @@ def _fold_table(protocol: ProtocolRecord) -> list[str]:
         "Brier",
         "ECE",
         "threshold",
+        "epochs (best)",
     ]
     rows = []
     for fold in protocol.folds:
@@ -535,6 +542,7 @@ def _fold_table(protocol: ProtocolRecord) -> list[str]:
                 fmt(metrics["calibration"].get("brier")),
                 fmt(metrics["calibration"].get("ece")),
                 fmt_threshold(fold.document.threshold.threshold),
+                _epochs_text(fold.document),
             ]
         )
     summary = protocol.summary
@@ -551,9 +559,18 @@ def _fold_table(protocol: ProtocolRecord) -> list[str]:
             _mean_sd_text([f.metrics["calibration"].get("brier") for f in protocol.folds]),
             _mean_sd_text([f.metrics["calibration"].get("ece") for f in protocol.folds]),
             "",
+            "",
         ]
     )
     return _table(header, rows)
+
+
+def _epochs_text(document: FoldDocument) -> str:
+    """Epochs trained and the best (served) one: "12 (7)"; "—" for folds of older runs."""
+    if document.epochs_trained is None:
+        return "—"
+    best = f" ({document.best_epoch})" if document.best_epoch is not None else ""
+    return f"{document.epochs_trained}{best}"
 
 
 def _confusion_lines(protocol: ProtocolRecord) -> list[str]:

@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--steps-per-epoch", type=int, help="0 means one pass over the training set per epoch"
     )
+    parser.add_argument(
+        "--patience",
+        type=int,
+        help="stop a fold once its validation loss has not improved for this many epochs "
+        "(0: every epoch; quick preset: 5)",
+    )
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--folds", type=int, help="patient-disjoint folds (Spanhol: 5)")
@@ -159,6 +165,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             "freeze",
             "pooling",
             "epochs",
+            "patience",
             "batch_size",
             "learning_rate",
             "folds",

@@ -111,6 +111,9 @@ class FoldDocument:
         calibration: the calibration fitted on the validation part (None: uncalibrated);
             ``metrics`` are of the calibrated probabilities, ``metrics["calibration_
             uncalibrated"]`` the reliability before it.
+        best_epoch: the epoch of ``best_val_loss`` (1-based), None without validation.
+        epochs_trained: how many epochs the fold trained: the configured number, or fewer
+            when early stopping (``patience``) ended it.
     """
 
     split: str
@@ -119,6 +122,8 @@ class FoldDocument:
     audit: dict[str, Any]
     best_val_loss: float | None = None
     calibration: Calibration | None = None
+    best_epoch: int | None = None
+    epochs_trained: int | None = None
 
     @property
     def patient_disjoint(self) -> bool:
@@ -131,6 +136,8 @@ class FoldDocument:
             "metrics": self.metrics,
             "audit": self.audit,
             "best_val_loss": self.best_val_loss,
+            "best_epoch": self.best_epoch,
+            "epochs_trained": self.epochs_trained,
             "calibration": None if self.calibration is None else self.calibration.to_dict(),
         }
 
@@ -145,6 +152,8 @@ class FoldDocument:
             calibration=None
             if data.get("calibration") is None
             else Calibration.from_dict(data["calibration"]),
+            best_epoch=data.get("best_epoch"),
+            epochs_trained=data.get("epochs_trained"),
         )
 
 

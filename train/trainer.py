@@ -127,32 +127,37 @@ class RunCheckpoint(keras.callbacks.Callback):
         remove_stale_checkpoints(self.directory, keep=target.name)
 
 
-def _seed_state_variables(model: keras.Model) -> dict[str, keras.Variable]:
-    return {
-        variable.path: variable
-        for variable in model.variables
-        if variable.name == "seed_generator_state"
-    }
+def _seed_state_variables(model: keras.Model) -> list[keras.Variable]:
+    return [variable for variable in model.variables if variable.name == "seed_generator_state"]
 
 
 def seed_states(model: keras.Model) -> dict[str, list[int]]:
-    """The state of every Keras seed generator in ``model`` (its dropout masks' RNG).
+    """The state of every Keras seed generator in ``model`` (its dropout masks' RNG), in the
+    model's variable order.
 
     ``model.save`` does not keep them (a loaded model's dropout starts its stream again), so
     the checkpoint does, and :func:`restore_seed_states` puts them back on resume."""
     return {
-        path: [int(value) for value in np.asarray(variable.numpy()).ravel()]
-        for path, variable in _seed_state_variables(model).items()
+        variable.path: [int(value) for value in np.asarray(variable.numpy()).ravel()]
+        for variable in _seed_state_variables(model)
     }
 
 
 def restore_seed_states(model: keras.Model, states: dict[str, list[int]]) -> None:
-    """Put back the seed generator states :func:`seed_states` saved."""
+    """Put back the seed generator states :func:`seed_states` saved, by position: the same
+    architecture lists its generators in the same order, while their paths carry a
+    process-wide counter (``seed_generator`` in one process is ``seed_generator_1`` in one
+    that built another model first)."""
     variables = _seed_state_variables(model)
-    for path, values in states.items():
-        if path in variables:
-            variable = variables[path]
-            variable.assign(np.asarray(values, dtype=variable.dtype).reshape(variable.shape))
+    if not states:  # a checkpoint written before the states were kept
+        return
+    if len(states) != len(variables):
+        raise ValueError(
+            f"the checkpoint holds {len(states)} seed generator states, the model has "
+            f"{len(variables)}: not the same architecture"
+        )
+    for variable, values in zip(variables, states.values(), strict=True):
+        variable.assign(np.asarray(values, dtype=variable.dtype).reshape(variable.shape))
 
 
 def remove_stale_checkpoints(directory: Path, keep: str | None = None) -> None:
@@ -170,6 +175,54 @@ def latest_checkpoint(directory: Path) -> Path | None:
         return None
     folder = pointer.parent / json.loads(pointer.read_text())["latest"]
     return folder if (folder / "state.json").is_file() else None
+
+
+def best_epoch(history: list[dict[str, Any]], monitor: str) -> int | None:
+    """The epoch (1-based) with the lowest ``monitor``, the first of equal ones (only a
+    strict improvement counts, as in :class:`RunCheckpoint`); None when no epoch has a
+    finite value.
+
+    Example:
+        >>> best_epoch([{"epoch": 1, "val_loss": 0.5}, {"epoch": 2, "val_loss": 0.4}], "val_loss")
+        2
+    """
+    best, lowest = None, math.inf
+    for row in history:
+        value = row.get(monitor)
+        if value is not None and math.isfinite(value) and value < lowest:
+            best, lowest = int(row["epoch"]), value
+    return best
+
+
+def patience_exhausted(history: list[dict[str, Any]], monitor: str, patience: int) -> bool:
+    """Whether ``patience`` epochs have passed without ``monitor`` improving on its best:
+    Keras's ``EarlyStopping`` rule, read from the fold's history rather than kept in a
+    callback's memory, so a resumed fold stops at the epoch an uninterrupted one does.
+    ``patience`` 0 never stops.
+
+    Example:
+        >>> losses = [0.5, 0.4, 0.45, 0.41, 0.42]
+        >>> rows = [{"epoch": e, "val_loss": v} for e, v in enumerate(losses, 1)]
+        >>> patience_exhausted(rows, "val_loss", 3), patience_exhausted(rows, "val_loss", 4)
+        (True, False)
+    """
+    if patience < 1 or not history:
+        return False
+    return int(history[-1]["epoch"]) - (best_epoch(history, monitor) or 0) >= patience
+
+
+class EarlyStoppingOnHistory(keras.callbacks.Callback):
+    """Ends ``fit`` once :func:`patience_exhausted` holds for ``history``, the list
+    :class:`RunCheckpoint` appends each epoch's row to: it must come after that callback,
+    so that it reads the epoch just finished."""
+
+    def __init__(self, history: list[dict[str, Any]], monitor: str, patience: int) -> None:
+        super().__init__()
+        self.history, self.monitor, self.patience = history, monitor, patience
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if patience_exhausted(self.history, self.monitor, self.patience):
+            self.model.stop_training = True
 
 
 class TestSetMonitor(keras.callbacks.Callback):
@@ -347,8 +400,11 @@ def train_fold(
         checkpoint,
         keras.callbacks.TensorBoard(log_dir=str(folder.tensorboard_dir)),
     ]
+    patience = config.patience if has_val else 0  # nothing to watch without validation
+    if patience:
+        callbacks.append(EarlyStoppingOnHistory(history, "val_loss", patience))
     logger.info("%s: %d steps per epoch, %d per execution", split.name, steps, execution)
-    if initial_epoch < config.epochs:
+    if initial_epoch < config.epochs and not patience_exhausted(history, "val_loss", patience):
         network.fit(
             dataset("train", training=True),
             epochs=config.epochs,
@@ -359,6 +415,10 @@ def train_fold(
             verbose=verbose,
             shuffle=False,  # the datasets shuffle themselves, per epoch (epoch_batches)
         )
+    epochs_trained = len(history)
+    stop_note = _early_stop_note(history, patience, config.epochs)
+    if stop_note:
+        logger.info("%s: %s", split.name, stop_note)
     final = latest_checkpoint(checkpoints)
     if has_val and final is not None and (final / "best.weights.h5").exists():
         network.load_weights(final / "best.weights.h5")  # model selection on validation
@@ -430,7 +490,14 @@ def train_fold(
     # The lowest validation loss of the whole history, resumed or not: the epoch whose
     # weights were loaded above.
     document = FoldDocument(
-        split.name, threshold, metrics, split.audit.to_dict(), checkpoint.best, calibration
+        split.name,
+        threshold,
+        metrics,
+        split.audit.to_dict(),
+        checkpoint.best,
+        calibration,
+        best_epoch=best_epoch(history, "val_loss") if has_val else None,
+        epochs_trained=epochs_trained,
     )
     card = fold_card(config, model_config, split, document)
     card.calibration, card.applicability, card.training_images = (
@@ -440,6 +507,8 @@ def train_fold(
     )
     if data.class_names:
         card.labels = dict(data.class_names)
+    if stop_note:
+        card.training.notes += f"; {stop_note}"
     if stain_note:
         card.training.notes += f"; {stain_note}"
     save_artifact(float32_copy(network, model_config), card, folder.model_dir)
@@ -511,6 +580,16 @@ def stain_normalised_fold(
 
 
 # --- helpers ------------------------------------------------------------------------------
+def _early_stop_note(history: list[dict[str, Any]], patience: int, epochs: int) -> str | None:
+    """How a fold that stopped early stopped, for the log and the model card."""
+    if not patience_exhausted(history, "val_loss", patience) or len(history) >= epochs:
+        return None
+    return (
+        f"stopped after epoch {len(history)} of {epochs}: validation loss not improved for "
+        f"{patience} epochs (epoch {best_epoch(history, 'val_loss')}'s weights kept)"
+    )
+
+
 def _pooled_features(
     network: keras.Model,
     data: RunData,
