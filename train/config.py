@@ -58,6 +58,9 @@ class TrainConfig:
             many epochs (the best epoch's weights are served either way); 0 trains every
             epoch, as the paper did. Decided from the fold's history, so a resumed fold stops
             at the epoch an uninterrupted one does (:func:`train.trainer.patience_exhausted`).
+        min_delta: the least fall of the validation loss (an MSE of probabilities) that
+            counts as an improvement for ``patience``; a loss creeping down by less keeps no
+            fold training. The served epoch is the lowest-loss one all the same.
         monitor_test: evaluate the test set after every epoch (the paper's Figs. 8-9).
         folds: how many patient-disjoint folds to run (Spanhol: 5).
         validation_fraction: share of training *patients* held out for model selection and
@@ -101,6 +104,7 @@ class TrainConfig:
     epochs: int = 200
     steps_per_epoch: int | None = 200
     patience: int = 0
+    min_delta: float = 1e-4
     batch_size: int = 32
     learning_rate: float = 1e-4
     augment: bool = True
@@ -276,6 +280,8 @@ def validate(config: TrainConfig) -> None:
         raise ValueError("epochs, batch_size and folds must be at least 1")
     if config.patience < 0:
         raise ValueError("patience must be 0 (train every epoch) or a number of epochs")
+    if config.min_delta < 0:
+        raise ValueError("min_delta must be 0 or more")
 
 
 def _validate_execution(config: TrainConfig) -> None:

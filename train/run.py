@@ -85,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop a fold once its validation loss has not improved for this many epochs "
         "(0: every epoch; quick preset: 5)",
     )
+    parser.add_argument(
+        "--min-delta",
+        type=float,
+        help="the least fall of the validation loss that counts as an improvement for "
+        "--patience (default 1e-4)",
+    )
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--folds", type=int, help="patient-disjoint folds (Spanhol: 5)")
@@ -166,6 +172,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             "pooling",
             "epochs",
             "patience",
+            "min_delta",
             "batch_size",
             "learning_rate",
             "folds",

@@ -194,21 +194,32 @@ def best_epoch(history: list[dict[str, Any]], monitor: str) -> int | None:
     return best
 
 
-def patience_exhausted(history: list[dict[str, Any]], monitor: str, patience: int) -> bool:
-    """Whether ``patience`` epochs have passed without ``monitor`` improving on its best:
-    Keras's ``EarlyStopping`` rule, read from the fold's history rather than kept in a
-    callback's memory, so a resumed fold stops at the epoch an uninterrupted one does.
-    ``patience`` 0 never stops.
+def patience_exhausted(
+    history: list[dict[str, Any]], monitor: str, patience: int, min_delta: float = 0.0
+) -> bool:
+    """Whether ``patience`` epochs have passed without ``monitor`` improving by more than
+    ``min_delta`` on the best value so far: Keras's ``EarlyStopping`` rule, read from the
+    fold's history rather than kept in a callback's memory, so a resumed fold stops at the
+    epoch an uninterrupted one does. A loss creeping down by less than ``min_delta`` per
+    epoch does not keep a fold training. ``patience`` 0 never stops.
 
     Example:
         >>> losses = [0.5, 0.4, 0.45, 0.41, 0.42]
         >>> rows = [{"epoch": e, "val_loss": v} for e, v in enumerate(losses, 1)]
         >>> patience_exhausted(rows, "val_loss", 3), patience_exhausted(rows, "val_loss", 4)
         (True, False)
+        >>> creeping = [{"epoch": e, "val_loss": 0.1 - 1e-6 * e} for e in range(1, 4)]
+        >>> patience_exhausted(creeping, "val_loss", 2, min_delta=1e-4)
+        True
     """
     if patience < 1 or not history:
         return False
-    return int(history[-1]["epoch"]) - (best_epoch(history, monitor) or 0) >= patience
+    reference, improved_at = math.inf, 0
+    for row in history:
+        value = row.get(monitor)
+        if value is not None and math.isfinite(value) and value < reference - min_delta:
+            reference, improved_at = value, int(row["epoch"])
+    return int(history[-1]["epoch"]) - improved_at >= patience
 
 
 class EarlyStoppingOnHistory(keras.callbacks.Callback):
@@ -216,12 +227,15 @@ class EarlyStoppingOnHistory(keras.callbacks.Callback):
     :class:`RunCheckpoint` appends each epoch's row to: it must come after that callback,
     so that it reads the epoch just finished."""
 
-    def __init__(self, history: list[dict[str, Any]], monitor: str, patience: int) -> None:
+    def __init__(
+        self, history: list[dict[str, Any]], monitor: str, patience: int, min_delta: float
+    ) -> None:
         super().__init__()
-        self.history, self.monitor, self.patience = history, monitor, patience
+        self.history, self.monitor = history, monitor
+        self.patience, self.min_delta = patience, min_delta
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if patience_exhausted(self.history, self.monitor, self.patience):
+        if patience_exhausted(self.history, self.monitor, self.patience, self.min_delta):
             self.model.stop_training = True
 
 
@@ -402,9 +416,10 @@ def train_fold(
     ]
     patience = config.patience if has_val else 0  # nothing to watch without validation
     if patience:
-        callbacks.append(EarlyStoppingOnHistory(history, "val_loss", patience))
+        callbacks.append(EarlyStoppingOnHistory(history, "val_loss", patience, config.min_delta))
     logger.info("%s: %d steps per epoch, %d per execution", split.name, steps, execution)
-    if initial_epoch < config.epochs and not patience_exhausted(history, "val_loss", patience):
+    stopped = patience_exhausted(history, "val_loss", patience, config.min_delta)
+    if initial_epoch < config.epochs and not stopped:
         network.fit(
             dataset("train", training=True),
             epochs=config.epochs,
@@ -416,7 +431,7 @@ def train_fold(
             shuffle=False,  # the datasets shuffle themselves, per epoch (epoch_batches)
         )
     epochs_trained = len(history)
-    stop_note = _early_stop_note(history, patience, config.epochs)
+    stop_note = _early_stop_note(history, patience, config.min_delta, config.epochs)
     if stop_note:
         logger.info("%s: %s", split.name, stop_note)
     final = latest_checkpoint(checkpoints)
@@ -580,13 +595,16 @@ def stain_normalised_fold(
 
 
 # --- helpers ------------------------------------------------------------------------------
-def _early_stop_note(history: list[dict[str, Any]], patience: int, epochs: int) -> str | None:
+def _early_stop_note(
+    history: list[dict[str, Any]], patience: int, min_delta: float, epochs: int
+) -> str | None:
     """How a fold that stopped early stopped, for the log and the model card."""
-    if not patience_exhausted(history, "val_loss", patience) or len(history) >= epochs:
+    if len(history) >= epochs or not patience_exhausted(history, "val_loss", patience, min_delta):
         return None
     return (
-        f"stopped after epoch {len(history)} of {epochs}: validation loss not improved for "
-        f"{patience} epochs (epoch {best_epoch(history, 'val_loss')}'s weights kept)"
+        f"stopped after epoch {len(history)} of {epochs}: validation loss not improved by more "
+        f"than {min_delta:g} for {patience} epochs (the lowest, epoch "
+        f"{best_epoch(history, 'val_loss')}'s, weights kept)"
     )
 
 

@@ -41,6 +41,8 @@ def _arguments(manifest: Path, runs: Path, name: str) -> list[str]:
         "15",
         "--patience",
         str(PATIENCE),
+        "--min-delta",
+        "0",  # every fall counts: the stop is then exactly PATIENCE epochs after the lowest
         "--learning-rate",
         "1e-5",
         "--bootstrap",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import pytest
 
 from model.config import ModelConfig
 from model.network import build_head_model
@@ -51,3 +52,38 @@ def test_an_equal_loss_is_not_an_improvement_and_nan_never_is():
     assert best_epoch(rows(float("nan"), 0.5, float("nan")), "val_loss") == 2
     assert best_epoch(rows(float("nan"), float("nan")), "val_loss") is None
     assert patience_exhausted(rows(float("nan"), float("nan")), "val_loss", 2)
+
+
+def _keras_stop_epoch(losses: list[float], patience: int, min_delta: float) -> int | None:
+    """The epoch (1-based) after which Keras's own EarlyStopping ends training."""
+    stopper = keras.callbacks.EarlyStopping("val_loss", patience=patience, min_delta=min_delta)
+    stopper.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
+    stopper.model.stop_training = False
+    stopper.on_train_begin()
+    for epoch, loss in enumerate(losses):
+        stopper.on_epoch_end(epoch, {"val_loss": loss})
+        if stopper.model.stop_training:
+            return epoch + 1
+    return None
+
+
+def _history_stop_epoch(losses: list[float], patience: int, min_delta: float) -> int | None:
+    for epoch in range(1, len(losses) + 1):
+        if patience_exhausted(rows(*losses[:epoch]), "val_loss", patience, min_delta):
+            return epoch
+    return None
+
+
+@pytest.mark.parametrize("min_delta", [0.0, 1e-4, 0.02])
+@pytest.mark.parametrize("patience", [1, 2, 3])
+def test_the_history_rule_stops_where_keras_early_stopping_does(patience, min_delta):
+    rng = np.random.default_rng(patience)
+    sequences = [
+        [0.3, 0.2, 0.15, 0.16, 0.17, 0.18, 0.19],  # a minimum, then rising
+        [0.1 - 3e-5 * epoch for epoch in range(12)],  # creeping down by less than 1e-4
+        [0.5, 0.49, 0.4899, 0.48, 0.4799, 0.4798, 0.47, 0.5, 0.5, 0.5],
+        list(0.2 + 0.05 * rng.standard_normal(15)),
+    ]
+    for losses in sequences:
+        expected = _keras_stop_epoch(losses, patience, min_delta)
+        assert _history_stop_epoch(losses, patience, min_delta) == expected, losses
