@@ -2,8 +2,9 @@
 Grad-CAM maps depend on what the model learned?
 
 The served network's maps on a few validation images are compared with the maps of the same
-network whose top layers were re-initialised at random, in a cascade from the top: first the
-head (``logit`` and ``head_dense``), then also the last ResNet stage (``conv5``). If the maps
+network whose top layers were re-initialised at random (in place, and put back after), in a
+cascade from the top: first the head (``logit`` and ``head_dense``), then also the last ResNet
+stage (``conv5``). If the maps
 barely change (high rank correlation), they show the input's structure, not the model's
 evidence, and the report says they are **not model-dependent**.
 
@@ -18,6 +19,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import keras
@@ -36,27 +39,35 @@ NOT_MODEL_DEPENDENT_ABOVE = 0.5
 """Mean rank correlation above which the maps count as not depending on the trained head."""
 
 
-def _randomised_copy(model: keras.Model, layers: tuple[str, ...], seed: int) -> keras.Model:
-    """The network with the named layers' kernels and biases redrawn at their own scale."""
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
+@contextmanager
+def randomised(model: keras.Model, layers: tuple[str, ...], seed: int) -> Iterator[keras.Model]:
+    """The network with the named layers' kernels and biases redrawn at their own scale, in
+    place and put back on leaving: an explainer traced on the trained network computes the
+    randomised maps with its one traced graph (which reads the variables, not their values),
+    instead of a copy of the network traced again."""
     rng = np.random.default_rng(seed)
-    for layer in copy.layers:
-        chosen = any(
-            layer.name.startswith(name) if name.endswith("_") else layer.name == name
-            for name in layers
-        )
-        if not chosen or not isinstance(layer, keras.layers.Dense | keras.layers.Conv2D):
-            continue
-        for variable in layer.trainable_weights:
-            values = np.asarray(variable.numpy())
-            scale = float(values.std()) or 0.05
-            variable.assign(rng.normal(0.0, scale, values.shape).astype(values.dtype))
-    return copy
+    saved: list[tuple[keras.Variable, np.ndarray]] = []
+    try:
+        for layer in model.layers:
+            chosen = any(
+                layer.name.startswith(name) if name.endswith("_") else layer.name == name
+                for name in layers
+            )
+            if not chosen or not isinstance(layer, keras.layers.Dense | keras.layers.Conv2D):
+                continue
+            for variable in layer.trainable_weights:
+                values = np.asarray(variable.numpy())
+                saved.append((variable, values))
+                scale = float(values.std()) or 0.05
+                variable.assign(rng.normal(0.0, scale, values.shape).astype(values.dtype))
+        yield model
+    finally:
+        for variable, values in saved:
+            variable.assign(values)
 
 
-def _maps(model: keras.Model, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    explanation = Explainer(model).explain(inputs, "gradcam", FINE_LAYER, "malignant")
+def _maps(explainer: Explainer, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    explanation = explainer.explain(inputs, "gradcam", FINE_LAYER, "malignant")
     empty = explanation.empty if explanation.empty is not None else np.zeros(len(inputs), bool)
     return explanation.heatmaps, empty
 
@@ -73,16 +84,16 @@ def randomisation_check(model: keras.Model, inputs: np.ndarray, seed: int = 0) -
         ``mean_spearman`` and ``empty_maps``, and a ``verdict`` (``"model-dependent"``,
         ``"not model-dependent"`` or ``"undetermined"`` when the maps are empty).
     """
-    trained, trained_empty = _maps(model, inputs)
+    explainer = Explainer(model)
+    trained, trained_empty = _maps(explainer, inputs)
     stages = []
     for position, (name, layers) in enumerate(STAGES):
-        randomised, randomised_empty = _maps(
-            _randomised_copy(model, layers, seed + position), inputs
-        )
+        with randomised(model, layers, seed + position):
+            maps, randomised_empty = _maps(explainer, inputs)
         correlations = [
             float(spearmanr(a.ravel(), b.ravel()).statistic)
             for a, b, empty_a, empty_b in zip(
-                trained, randomised, trained_empty, randomised_empty, strict=True
+                trained, maps, trained_empty, randomised_empty, strict=True
             )
             if not (empty_a or empty_b)
         ]
