@@ -22,7 +22,7 @@ import logging
 import math
 import os
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -293,10 +293,19 @@ class RunData:
     feature_model: keras.Model | None  # the frozen full network the features came from
     sizes: np.ndarray | None = None  # (n, 2) original (width, height) of each image
     class_names: dict[int, str] | None = None  # label -> name, as the data names them
+    _colour_means: np.ndarray | None = field(default=None, init=False, repr=False)
 
     def rows(self, part: pd.DataFrame) -> np.ndarray:
         position = pd.Series(np.arange(len(self.images)), index=self.images["path"])
         return position.loc[part["path"]].to_numpy()
+
+    def colour_means(self, rows: np.ndarray) -> np.ndarray:
+        """Mean (R, G, B) of the images at ``rows``, from one pass over all the pixels made
+        the first time (every fold asks for its training images'). ``replace()`` gives a
+        new RunData (e.g. stain-normalised pixels) its own."""
+        if self._colour_means is None:
+            self._colour_means = self.pixels.reshape(len(self.pixels), -1, 3).mean(axis=1)
+        return self._colour_means[rows]
 
 
 def train_fold(
@@ -650,9 +659,9 @@ def _image_profile(data: RunData, train_rows: np.ndarray) -> ImageProfile | None
     """Sizes and mean colours of the training images (for the relative pixel checks)."""
     if data.sizes is None or not len(train_rows):
         return None
-    colour_means = data.pixels[train_rows].reshape(len(train_rows), -1, 3).mean(axis=1)
     return ImageProfile.from_measurements(
-        [tuple(int(v) for v in size) for size in data.sizes[train_rows]], colour_means
+        [tuple(int(v) for v in size) for size in data.sizes[train_rows]],
+        data.colour_means(train_rows),
     )
 
 
