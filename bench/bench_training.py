@@ -310,6 +310,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.argv[1:] if argv is None else argv
     )
 
+    sys.path.insert(0, str(REPO))
+    from train.console import quiet_tensorflow_start
+
+    quiet_tensorflow_start()  # the run's own console, without TensorFlow's start-up lines
     import tensorflow as tf
 
     data = ensure_dataset(args.data)
