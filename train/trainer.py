@@ -557,7 +557,7 @@ def fold_card(
             initial_weights=config.weights,
             protocol=split.protocol,
             preset=config.preset,
-            epochs=config.epochs,
+            epochs=document.epochs_trained or config.epochs,  # fewer after early stopping
             steps_per_epoch=config.steps_per_epoch,
             batch_size=config.batch_size,
             optimizer=OPTIMIZER,

@@ -84,6 +84,7 @@ def test_a_fold_stops_once_validation_stops_improving_and_serves_the_best_epoch(
     assert served_loss == pytest.approx(history["val_loss"].min(), rel=1e-3)
     card = json.loads((uninterrupted / "model" / "model_card.json").read_text())
     assert f"stopped after epoch {len(history)} of 15" in card["training"]["notes"]
+    assert card["training"]["epochs"] == len(history)  # what it trained, not the most it could
     report = (uninterrupted.parents[1] / "report.md").read_text()
     assert f"| {len(history)} ({best}) |" in report
 
