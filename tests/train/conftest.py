@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from train.synthetic import make_synthetic_breakhis as _make_synthetic_breakhis
@@ -32,6 +33,26 @@ def small_synthetic_breakhis(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _make_synthetic_breakhis(
         root, patients_per_class=5, images_per_magnification=2, size=SMALL_SIZE
     )
+
+
+@pytest.fixture(scope="session")
+def no_signal_manifest(
+    small_synthetic_breakhis: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A CSV manifest of ``small_synthetic_breakhis`` with labels scrambled by patient:
+    nothing to learn, so the validation loss turns upward once a head starts fitting the
+    training patients, and the training loss never saturates (dropout and batch order show
+    in it)."""
+    from train.dataset import index_dataset
+
+    images = index_dataset(small_synthetic_breakhis, check_images=False).images
+    patients = sorted(images["patient"].unique())
+    labels = np.random.default_rng(11).permutation([i % 2 for i in range(len(patients))])
+    manifest = tmp_path_factory.mktemp("no-signal") / "no-signal.csv"
+    images.assign(label=images["patient"].map(dict(zip(patients, labels, strict=True))))[
+        ["path", "label", "patient"]
+    ].to_csv(manifest, index=False)
+    return manifest
 
 
 @pytest.fixture(autouse=True)

@@ -11,24 +11,9 @@ import pandas as pd
 import pytest
 
 from train import trainer
-from train.dataset import index_dataset
 from train.run import main
 
 PATIENCE = 3
-
-
-@pytest.fixture(scope="module")
-def overfitting_manifest(small_synthetic_breakhis, tmp_path_factory) -> Path:
-    """Labels scrambled by patient, so the validation loss turns upward once the head starts
-    fitting the training patients (as in ``test_the_best_epoch_is_served_not_the_last``)."""
-    images = index_dataset(small_synthetic_breakhis, check_images=False).images
-    patients = sorted(images["patient"].unique())
-    labels = np.random.default_rng(11).permutation([i % 2 for i in range(len(patients))])
-    manifest = tmp_path_factory.mktemp("overfitting") / "no-signal.csv"
-    images.assign(label=images["patient"].map(dict(zip(patients, labels, strict=True))))[
-        ["path", "label", "patient"]
-    ].to_csv(manifest, index=False)
-    return manifest
 
 
 def _arguments(manifest: Path, runs: Path, name: str) -> list[str]:
@@ -63,9 +48,9 @@ def _fold(runs: Path, name: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(overfitting_manifest, tmp_path_factory) -> Path:
+def uninterrupted(no_signal_manifest, tmp_path_factory) -> Path:
     runs = tmp_path_factory.mktemp("runs")
-    assert main(_arguments(overfitting_manifest, runs, "uninterrupted")) == 0
+    assert main(_arguments(no_signal_manifest, runs, "uninterrupted")) == 0
     return _fold(runs, "uninterrupted")
 
 
@@ -91,7 +76,7 @@ def test_a_fold_stops_once_validation_stops_improving_and_serves_the_best_epoch(
 
 @pytest.mark.parametrize("interrupt_after", ["before the stop", "at the stop"])
 def test_an_interrupted_fold_stops_at_the_same_epoch(
-    interrupt_after, uninterrupted, overfitting_manifest, tmp_path, monkeypatch
+    interrupt_after, uninterrupted, no_signal_manifest, tmp_path, monkeypatch
 ):
     """Ctrl-C right after a checkpoint, then the same command: the resumed fold's history and
     predictions are the uninterrupted fold's. Interrupted at the stop itself (the last
@@ -106,7 +91,7 @@ def test_an_interrupted_fold_stops_at_the_same_epoch(
         if epoch + 1 == interrupt_at:
             raise KeyboardInterrupt
 
-    arguments = _arguments(overfitting_manifest, tmp_path, "resumed")
+    arguments = _arguments(no_signal_manifest, tmp_path, "resumed")
     with monkeypatch.context() as patch:
         patch.setattr(trainer.RunCheckpoint, "on_epoch_end", save_then_interrupt)
         assert main(arguments) == 130

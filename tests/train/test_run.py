@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from train.dataset import index_dataset
 from train.run import main
 from train.synthetic import make_synthetic_breakhis
 
@@ -129,19 +128,12 @@ def assert_best_epoch_served(fold: Path) -> None:
     assert _served_validation_loss(fold) == pytest.approx(best, rel=1e-3)
 
 
-def test_the_best_epoch_is_served_not_the_last(small_synthetic_breakhis, tmp_path):
+def test_the_best_epoch_is_served_not_the_last(no_signal_manifest, tmp_path):
     """Labels scrambled by patient and a slow learning rate: the validation loss falls for a
     few epochs, then rises as the head fits the training patients. The served model must
     be the best epoch's (``best.weights.h5``), not the last one's."""
-    images = index_dataset(small_synthetic_breakhis, check_images=False).images
-    patients = sorted(images["patient"].unique())
-    labels = np.random.default_rng(11).permutation([i % 2 for i in range(len(patients))])
-    manifest = tmp_path / "no-signal.csv"
-    images.assign(label=images["patient"].map(dict(zip(patients, labels, strict=True))))[
-        ["path", "label", "patient"]
-    ].to_csv(manifest, index=False)
     args = ["--preset", "smoke", "--protocols", "patient", "--learning-rate", "1e-5"]
-    args += ["--bootstrap", "10", "--data", str(manifest), "--runs-dir", str(tmp_path)]
+    args += ["--bootstrap", "10", "--data", str(no_signal_manifest), "--runs-dir", str(tmp_path)]
     assert main([*args, "--quiet"]) == 0
     assert_best_epoch_served(tmp_path / "smoke" / "patient" / "patient-fold1")
 
@@ -286,6 +278,81 @@ def test_fine_tuning_resumes_after_kill_9(small_synthetic_breakhis, tmp_path):
     assert np.allclose(
         resumed_predictions["logit"], expected_predictions["logit"], rtol=1e-4, atol=1e-5
     )
+
+
+def _run_killed_once(command: list[str], fold: Path, epochs: int) -> int:
+    """Start ``command``, SIGKILL it once ``fold`` has a checkpoint, return the epoch it was
+    killed after."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    process = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    pointer = fold / "checkpoint" / "latest.json"
+    deadline = time.monotonic() + 300
+    while not pointer.exists():
+        assert process.poll() is None, "the run ended before the fold's first checkpoint"
+        assert time.monotonic() < deadline, "no checkpoint within 5 minutes"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_after = int(json.loads(pointer.read_text())["latest"].split("-")[1])
+    assert killed_after < epochs, "the fold finished before it could be killed"
+    assert not (fold / "metrics.json").exists()
+    return killed_after
+
+
+@pytest.mark.slow
+def test_cached_feature_heads_resume_after_kill_9_in_a_later_fold(no_signal_manifest, tmp_path):
+    """The issue's case: the head on cached features, killed in its second fold and started
+    again, must give the uninterrupted run's history and predictions. In a new process the
+    resumed head's dropout generator has another name than the one saved (the first fold's
+    head took ``seed_generator_1``), which once left its dropout stream restarted. The
+    losses are compared relatively (they become small), labels without signal and a slow
+    learning rate keep them from vanishing."""
+    epochs = 3
+    command = [
+        sys.executable,
+        "-m",
+        "train.run",
+        "--preset",
+        "smoke",
+        "--folds",
+        "2",
+        "--epochs",
+        str(epochs),
+        "--steps-per-epoch",
+        "200",  # slow enough epochs for the kill to land mid-fold
+        "--learning-rate",
+        "1e-5",
+        "--bootstrap",
+        "10",
+        "--deterministic",
+        "--data",
+        str(no_signal_manifest),
+        "--runs-dir",
+        str(tmp_path),
+        "--quiet",
+    ]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    baseline = subprocess.run(
+        [*command, "--name", "uninterrupted"], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert baseline.returncode == 0, baseline.stderr[-3000:]
+    command += ["--name", "resume"]
+    fold = tmp_path / "resume" / "patient" / "patient-fold2"
+    killed_after = _run_killed_once(command, fold, epochs)
+    finished = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert f"resuming after epoch {killed_after}" in finished.stderr
+
+    expected_fold = tmp_path / "uninterrupted" / "patient" / "patient-fold2"
+    history, expected = (pd.read_csv(f / "history.csv") for f in (fold, expected_fold))
+    assert history["epoch"].tolist() == list(range(1, epochs + 1))
+    assert (history["loss"] > 0).all(), "a zero loss would hide a restarted dropout stream"
+    for column in ("loss", "val_loss", "test_loss"):
+        assert np.allclose(history[column], expected[column], rtol=1e-5, atol=0), column
+    resumed, uninterrupted = (pd.read_csv(f / "predictions.csv") for f in (fold, expected_fold))
+    assert np.allclose(resumed["logit"], uninterrupted["logit"], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow
