@@ -545,6 +545,11 @@ class RunFolder:
     def read_config(self) -> TrainConfig:
         return TrainConfig.from_json(self.config_json.read_text())
 
+    def recorded_settings(self) -> set[str]:
+        """The setting names ``config.json`` holds: an older version's lacks the newer
+        ones, which :meth:`read_config` fills with their defaults."""
+        return set(json.loads(self.config_json.read_text()))
+
     def read_data_source(self) -> str | None:
         """The resolved dataset path the run was started on (None when not recorded)."""
         if not self.data_txt.is_file():

@@ -58,3 +58,23 @@ def test_a_run_resumes_under_another_steps_per_execution_but_not_other_settings(
     prepare_run_folder(run, resolve_config("paper"), str(tmp_path))  # resumes
     with pytest.raises(RunError, match="learning_rate"):
         prepare_run_folder(run, replace(started, learning_rate=1e-3), str(tmp_path))
+
+
+def test_a_run_started_before_early_stopping_says_how_to_resume_it(tmp_path):
+    """A quick run started by a version without ``patience`` reads as patience 0, which the
+    preset now overrides: the refusal names the flag that resumes it as it ran, and that
+    flag does resume it."""
+    from train.run import RunError, prepare_run_folder
+    from train.run_folder import RunFolder
+
+    run = RunFolder(tmp_path / "quick")
+    prepare_run_folder(run, resolve_config("quick"), str(tmp_path))
+    written = json.loads(run.config_json.read_text())
+    older = {key: value for key, value in written.items() if key not in ("patience", "min_delta")}
+    run.config_json.write_text(json.dumps(older))
+    with pytest.raises(RunError, match="before --patience existed") as refused:
+        prepare_run_folder(run, resolve_config("quick"), str(tmp_path))
+    assert "resume it as it ran with --patience 0" in str(refused.value)
+    prepare_run_folder(
+        run, _from_command_line("--preset", "quick", "--patience", "0"), str(tmp_path)
+    )
