@@ -423,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         epochs = epochs_trained(runs / "quick")
         results["end_to_end_split_epochs"] = epochs
         for name, seconds in timeline.split_seconds().items():
-            print(f"    {name:<43} {seconds:7.1f} s  {epochs.get(name, '?')} epochs")
+            print(f"    {name:<43} {seconds:7.1f} s  {epochs.get(name) or '?'} epochs")
         print(f"  run folder: {runs / 'quick'}")
     results["load_average_end"] = _load_average()
     print(f"\nload average at the end: {results['load_average_end']}")

@@ -438,9 +438,11 @@ def _preset_note(record: RunRecord) -> str:
     lines = [notes.get(config.preset, f"Preset **{config.preset}**.")]
     if config.patience:
         lines.append(
-            f"Early stopping: a fold stops once its validation loss has not improved for "
-            f"{config.patience} epochs (of at most {config.epochs}); the lowest-validation-loss "
-            "epoch's weights are served either way (the table's *epochs (best)*)."
+            f"Early stopping: a fold stops once its validation loss has not fallen by more "
+            f"than {config.min_delta:g} for {config.patience} epochs (of at most "
+            f"{config.epochs}; folds without a validation part train every epoch); the "
+            "lowest-validation-loss epoch's weights are served either way (the table's "
+            "*epochs (best)*)."
         )
     if config.weights == "none":
         lines.append(

@@ -303,17 +303,24 @@ def check_same_run(run: RunFolder, config: TrainConfig, data: str) -> None:
         listed = ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in differences.items())
         # A setting added since the run started reads as its default, which its preset may
         # now override: say how to resume it as it ran.
-        newer = {key: old for key, (old, _) in differences.items()}
-        newer = {k: v for k, v in newer.items() if k not in run.recorded_settings()}
-        how = (
-            "It was started by an earlier version, before "
-            + ", ".join(f"--{key.replace('_', '-')}" for key in newer)
-            + " existed: resume it as it ran with "
-            + " ".join(f"--{key.replace('_', '-')} {value}" for key, value in newer.items())
-            + ", or choose another --name for a new run."
-            if newer
-            else "Run the same command to resume it, or choose another --name for a new run."
-        )
+        recorded = run.recorded_settings()
+        newer = {
+            key: old
+            for key, (old, _) in differences.items()
+            if key not in recorded
+            and isinstance(old, int | float | str)
+            and not isinstance(old, bool)
+        }
+        how = "Run the same command to resume it, or choose another --name for a new run."
+        if newer:
+            flags = " ".join(f"--{key.replace('_', '-')} {value}" for key, value in newer.items())
+            how = (
+                "It was started by an earlier version, before "
+                + ", ".join(f"--{key.replace('_', '-')}" for key in newer)
+                + f" existed: resume it as it ran with {flags}"
+                + (" and its other settings" if len(newer) < len(differences) else "")
+                + ", or choose another --name for a new run."
+            )
         raise RunError(f"{run.path} holds a run with other settings ({listed}). {how}")
     recorded = run.read_data_source()
     if recorded and recorded != str(Path(data).resolve()):

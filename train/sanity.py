@@ -55,7 +55,9 @@ def randomised(model: keras.Model, layers: tuple[str, ...], seed: int) -> Iterat
             )
             if not chosen or not isinstance(layer, keras.layers.Dense | keras.layers.Conv2D):
                 continue
-            for variable in layer.trainable_weights:
+            # Kernels and biases whether trainable or not: a frozen base (the quick and
+            # smoke presets) has no trainable conv5 weights, yet conv5 must be redrawn.
+            for variable in (v for v in layer.weights if v.name in ("kernel", "bias")):
                 values = np.asarray(variable.numpy())
                 saved.append((variable, values))
                 scale = float(values.std()) or 0.05

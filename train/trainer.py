@@ -99,7 +99,7 @@ class RunCheckpoint(keras.callbacks.Callback):
         self.history.append(row)
         improved = (
             self.monitor is not None
-            and self.monitor in row
+            and math.isfinite(row.get(self.monitor, math.nan))  # a NaN epoch is never best
             and (self.best is None or row[self.monitor] < self.best)
         )
         if improved:
@@ -217,7 +217,7 @@ def patience_exhausted(
     reference, improved_at = math.inf, 0
     for row in history:
         value = row.get(monitor)
-        if value is not None and math.isfinite(value) and value < reference - min_delta:
+        if value is not None and math.isfinite(value) and value + min_delta < reference:
             reference, improved_at = value, int(row["epoch"])
     return int(history[-1]["epoch"]) - improved_at >= patience
 
@@ -225,7 +225,8 @@ def patience_exhausted(
 class EarlyStoppingOnHistory(keras.callbacks.Callback):
     """Ends ``fit`` once :func:`patience_exhausted` holds for ``history``, the list
     :class:`RunCheckpoint` appends each epoch's row to: it must come after that callback,
-    so that it reads the epoch just finished."""
+    so that it reads the epoch just finished (checked: a misordered list fails at once
+    rather than stopping one epoch late)."""
 
     def __init__(
         self, history: list[dict[str, Any]], monitor: str, patience: int, min_delta: float
@@ -235,6 +236,8 @@ class EarlyStoppingOnHistory(keras.callbacks.Callback):
         self.patience, self.min_delta = patience, min_delta
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if not self.history or self.history[-1]["epoch"] != epoch + 1:
+            raise RuntimeError("EarlyStoppingOnHistory must come after RunCheckpoint")
         if patience_exhausted(self.history, self.monitor, self.patience, self.min_delta):
             self.model.stop_training = True
 
@@ -293,7 +296,7 @@ class RunData:
     feature_model: keras.Model | None  # the frozen full network the features came from
     sizes: np.ndarray | None = None  # (n, 2) original (width, height) of each image
     class_names: dict[int, str] | None = None  # label -> name, as the data names them
-    _colour_means: np.ndarray | None = field(default=None, init=False, repr=False)
+    _colour_means: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     def rows(self, part: pd.DataFrame) -> np.ndarray:
         position = pd.Series(np.arange(len(self.images)), index=self.images["path"])

@@ -74,7 +74,9 @@ def test_a_run_started_before_early_stopping_says_how_to_resume_it(tmp_path):
     run.config_json.write_text(json.dumps(older))
     with pytest.raises(RunError, match="before --patience existed") as refused:
         prepare_run_folder(run, resolve_config("quick"), str(tmp_path))
-    assert "resume it as it ran with --patience 0" in str(refused.value)
+    assert "resume it as it ran with --patience 0," in str(refused.value)
+    with pytest.raises(RunError, match="--patience 0 and its other settings"):
+        prepare_run_folder(run, resolve_config("quick", {"epochs": 3}), str(tmp_path))
     prepare_run_folder(
         run, _from_command_line("--preset", "quick", "--patience", "0"), str(tmp_path)
     )

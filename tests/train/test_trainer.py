@@ -52,6 +52,13 @@ def test_an_equal_loss_is_not_an_improvement_and_nan_never_is():
     assert best_epoch(rows(float("nan"), 0.5, float("nan")), "val_loss") == 2
     assert best_epoch(rows(float("nan"), float("nan")), "val_loss") is None
     assert patience_exhausted(rows(float("nan"), float("nan")), "val_loss", 2)
+    # Keras would take the first NaN as its best and stop after epoch 3 here; the served
+    # epoch (RunCheckpoint's best) is never a NaN one, so neither is the stopping reference.
+    nan_first = [float("nan"), 0.5, 0.4, 0.3, 0.2]
+    assert [patience_exhausted(rows(*nan_first[:n]), "val_loss", 2) for n in (3, 5)] == [
+        False,
+        False,
+    ]
 
 
 def _keras_stop_epoch(losses: list[float], patience: int, min_delta: float) -> int | None:
