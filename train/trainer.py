@@ -201,7 +201,8 @@ def patience_exhausted(
     ``min_delta`` on the best value so far: Keras's ``EarlyStopping`` rule, read from the
     fold's history rather than kept in a callback's memory, so a resumed fold stops at the
     epoch an uninterrupted one does. A loss creeping down by less than ``min_delta`` per
-    epoch does not keep a fold training. ``patience`` 0 never stops.
+    epoch does not keep a fold training. ``patience`` 0 never stops. Unlike Keras, a NaN
+    loss is never the best one (nor is it in :class:`RunCheckpoint`, whose best is served).
 
     Example:
         >>> losses = [0.5, 0.4, 0.45, 0.41, 0.42]
