@@ -313,11 +313,12 @@ def check_same_run(run: RunFolder, config: TrainConfig, data: str) -> None:
         }
         how = "Run the same command to resume it, or choose another --name for a new run."
         if newer:
-            flags = " ".join(f"--{key.replace('_', '-')} {value}" for key, value in newer.items())
+            flags = {key: "--" + key.replace("_", "-") for key in newer}
             how = (
                 "It was started by an earlier version, before "
-                + ", ".join(f"--{key.replace('_', '-')}" for key in newer)
-                + f" existed: resume it as it ran with {flags}"
+                + ", ".join(flags.values())
+                + " existed: resume it as it ran with "
+                + " ".join(f"{flags[key]} {value}" for key, value in newer.items())
                 + (" and its other settings" if len(newer) < len(differences) else "")
                 + ", or choose another --name for a new run."
             )
