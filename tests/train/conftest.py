@@ -55,6 +55,16 @@ def no_signal_manifest(
     return manifest
 
 
+def slow_smoke_arguments(manifest: Path, runs: Path) -> list[str]:
+    """``train.run`` arguments shared by the tests on :func:`no_signal_manifest`: the smoke
+    preset with a learning rate slow enough for the validation loss to turn upward only
+    after a few epochs, and a short bootstrap."""
+    return [
+        *("--preset", "smoke", "--learning-rate", "1e-5", "--bootstrap", "10"),
+        *("--data", str(manifest), "--runs-dir", str(runs)),
+    ]
+
+
 @pytest.fixture(autouse=True)
 def _each_test_hears_its_warnings() -> None:
     """warn_once says a warning once per process; each test is a fresh run."""

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.train.conftest import slow_smoke_arguments
 from train import trainer
 from train.run import main
 
@@ -18,8 +19,7 @@ PATIENCE = 3
 
 def _arguments(manifest: Path, runs: Path, name: str) -> list[str]:
     return [
-        "--preset",
-        "smoke",
+        *slow_smoke_arguments(manifest, runs),
         "--protocols",
         "patient",
         "--epochs",
@@ -28,15 +28,7 @@ def _arguments(manifest: Path, runs: Path, name: str) -> list[str]:
         str(PATIENCE),
         "--min-delta",
         "0",  # every fall counts: the stop is then exactly PATIENCE epochs after the lowest
-        "--learning-rate",
-        "1e-5",
-        "--bootstrap",
-        "10",
         "--deterministic",
-        "--data",
-        str(manifest),
-        "--runs-dir",
-        str(runs),
         "--name",
         name,
         "--quiet",

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.train.conftest import slow_smoke_arguments
 from train.run import main
 from train.synthetic import make_synthetic_breakhis
 
@@ -132,8 +133,7 @@ def test_the_best_epoch_is_served_not_the_last(no_signal_manifest, tmp_path):
     """Labels scrambled by patient and a slow learning rate: the validation loss falls for a
     few epochs, then rises as the head fits the training patients. The served model must
     be the best epoch's (``best.weights.h5``), not the last one's."""
-    args = ["--preset", "smoke", "--protocols", "patient", "--learning-rate", "1e-5"]
-    args += ["--bootstrap", "10", "--data", str(no_signal_manifest), "--runs-dir", str(tmp_path)]
+    args = [*slow_smoke_arguments(no_signal_manifest, tmp_path), "--protocols", "patient"]
     assert main([*args, "--quiet"]) == 0
     assert_best_epoch_served(tmp_path / "smoke" / "patient" / "patient-fold1")
 
@@ -314,23 +314,14 @@ def test_cached_feature_heads_resume_after_kill_9_in_a_later_fold(no_signal_mani
         sys.executable,
         "-m",
         "train.run",
-        "--preset",
-        "smoke",
+        *slow_smoke_arguments(no_signal_manifest, tmp_path),
         "--folds",
         "2",
         "--epochs",
         str(epochs),
         "--steps-per-epoch",
         "200",  # slow enough epochs for the kill to land mid-fold
-        "--learning-rate",
-        "1e-5",
-        "--bootstrap",
-        "10",
         "--deterministic",
-        "--data",
-        str(no_signal_manifest),
-        "--runs-dir",
-        str(tmp_path),
         "--quiet",
     ]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
