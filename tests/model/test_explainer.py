@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from model.config import COARSE_LAYER, FINE_LAYER, InputSpec
 from model.errors import LayerNotFoundError
@@ -53,19 +54,50 @@ def test_fast_maps_agree_with_tf_keras_vis(explainer, request, inputs, method, l
     assert np.allclose(fast.probabilities, reference.probabilities, atol=1e-6)
     np.testing.assert_array_equal(fast.empty, reference.empty)
     expected = reference.heatmaps
+    # Normalised maps in [0, 1]; float32 sums over 1,024-2,048 channels in another order.
+    tolerance = np.full(len(images), 1e-4)
     if method == "gradcam++":
         # tf-keras-vis scales this map by exp(score) before normalising with an epsilon of
         # 1e-7 added to the range: for a small score the reference's maximum falls short of 1
         # (0.9998). The traced map leaves that factor out (see model.explainer); compare
         # both at maximum 1.
         expected = expected / np.maximum(expected.max(axis=(1, 2), keepdims=True), 1e-12)
-    # Normalised maps in [0, 1]; float32 sums over 1,024-2,048 channels in another order.
-    np.testing.assert_allclose(fast.heatmaps, expected, atol=1e-4)
+        rounding = _gradcam_plus_plus_rounding(explainer, images, layer, fast.targets)
+        tolerance = np.maximum(tolerance, rounding)
+    for index, (ours, theirs) in enumerate(zip(fast.heatmaps, expected, strict=True)):
+        np.testing.assert_allclose(ours, theirs, atol=tolerance[index], err_msg=f"image {index}")
     if target == "predicted":
         _assert_useful_maps(fast.heatmaps, SHAPES[layer])
     else:
         # Evidence for a fixed class may be absent altogether (ReLU leaves an empty map).
         assert fast.heatmaps.shape[1:] == SHAPES[layer] and np.isfinite(fast.heatmaps).all()
+
+
+def _gradcam_plus_plus_rounding(
+    explainer: Explainer, images: np.ndarray, layer: str, targets: tuple[str, ...]
+) -> np.ndarray:
+    """Per image, how far float32 rounding alone can move a normalised Grad-CAM++ map.
+
+    Its weights divide by ``g^2 (2 + g * sum_xy A)``, which crosses zero where a gradient
+    ``g`` is ``-2 / sum_xy A``: next to that crossing, a rounding of one part in 10^7 (another
+    CPU's summation order: CI failed at 7e-4 on a map that agrees to 1e-6 here) is amplified
+    by ``1 / |1 + g * sum_xy A / 2|``. This is the closed form's own conditioning, the same in
+    tf-keras-vis, so the maps can only be compared to that precision: 20 float32 epsilons
+    times that amplification (the inputs are fixed, so it is within 1e-6 of its value on
+    any machine)."""
+    grad_model = keras.Model(
+        explainer.model.inputs,
+        [explainer.model.get_layer(layer).output, explainer.model.get_layer(LOGIT_LAYER).output],
+    )
+    signs = np.array([1.0 if name == "malignant" else -1.0 for name in targets])
+    with tf.GradientTape() as tape:
+        activations, logits = grad_model(images, training=False)
+        score = tf.reduce_sum(logits[:, 0] * signs)
+    grads = tape.gradient(score, activations).numpy().astype(np.float64)
+    sums = activations.numpy().astype(np.float64).sum(axis=(1, 2), keepdims=True)
+    closeness = np.where(grads != 0.0, np.abs(1.0 + grads * sums / 2.0), np.inf)
+    amplification = 1.0 / closeness.reshape(len(images), -1).min(axis=1)
+    return 20.0 * np.finfo(np.float32).eps * amplification
 
 
 def test_benign_and_malignant_maps_differ(explainer, synthetic_inputs):
