@@ -34,12 +34,13 @@ import shutil
 import sys
 import tarfile
 import tempfile
-import time
 import zlib
 from pathlib import Path
 from typing import BinaryIO, TextIO
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
+
+from tqdm import tqdm
 
 from model.files import file_sha256
 
@@ -115,67 +116,26 @@ def manual_download_instructions(url: str, dest: str | Path) -> str:
     )
 
 
-def _human_bytes(count: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if count < 1000 or unit == "GB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1000
-    return f"{count:.1f} GB"  # pragma: no cover - loop always returns
-
-
-class TextProgress:
-    """A dependency-free progress bar on stderr, redrawn at most every ``interval`` seconds.
+def download_progress(
+    total: int | None, initial: int = 0, *, enabled: bool = True, stream: TextIO = sys.stderr
+) -> tqdm:
+    """The download's progress bar (tqdm, bytes in KB/MB/GB, on stderr): a resumed download
+    starts at the bytes already on disk.
 
     Example:
-        >>> bar = TextProgress(total=100, stream=None)
+        >>> bar = download_progress(total=100, enabled=False)
         >>> bar.update(50); bar.close()
     """
-
-    def __init__(
-        self,
-        total: int | None,
-        initial: int = 0,
-        stream: TextIO | None = sys.stderr,
-        interval: float = 0.5,
-    ) -> None:
-        self.total = total
-        self.done = initial
-        self._stream = stream
-        self._interval = interval
-        self._started = time.monotonic()
-        self._initial = initial
-        self._last_draw = 0.0
-
-    def update(self, count: int) -> None:
-        """Add ``count`` bytes and redraw when due."""
-        self.done += count
-        if time.monotonic() - self._last_draw >= self._interval:
-            self._draw()
-
-    def close(self) -> None:
-        """Draw the final state and end the line."""
-        self._draw()
-        if self._stream is not None:
-            self._stream.write("\n")
-            self._stream.flush()
-
-    def _draw(self) -> None:
-        self._last_draw = time.monotonic()
-        if self._stream is None:
-            return
-        elapsed = max(self._last_draw - self._started, 1e-6)
-        speed = f"{_human_bytes((self.done - self._initial) / elapsed)}/s"
-        if self.total:
-            fraction = min(self.done / self.total, 1.0)
-            filled = int(fraction * 30)
-            line = (
-                f"[{'#' * filled}{'.' * (30 - filled)}] {fraction:6.1%} "
-                f"{_human_bytes(self.done)} / {_human_bytes(self.total)}  {speed}"
-            )
-        else:
-            line = f"{_human_bytes(self.done)}  {speed}"
-        self._stream.write("\r" + line)
-        self._stream.flush()
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit="B",
+        unit_scale=True,
+        desc=ARCHIVE_NAME,
+        disable=not enabled,
+        file=stream,
+        mininterval=0.5,
+    )
 
 
 # --- downloading --------------------------------------------------------------------------
@@ -197,7 +157,7 @@ def _content_range(header: str | None) -> tuple[int | None, int | None]:
 
 
 def _copy_stream(
-    response: BinaryIO, target: BinaryIO, progress: TextProgress | None, chunk_bytes: int
+    response: BinaryIO, target: BinaryIO, progress: tqdm | None, chunk_bytes: int
 ) -> None:
     while chunk := response.read(chunk_bytes):
         target.write(chunk)
@@ -288,7 +248,7 @@ def download_file(
                 f"the expected archive. Check the URL (or drop --size).\n"
                 f"{manual_download_instructions(url, destination.parent)}"
             )
-        progress = TextProgress(total, start, sys.stderr if show_progress else None)
+        progress = download_progress(total, start, enabled=show_progress)
         try:
             with open(part, mode) as target:
                 _copy_stream(response, target, progress, chunk_bytes)

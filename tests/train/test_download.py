@@ -25,9 +25,9 @@ from train.download import (
     ChecksumError,
     DatasetUnreachableError,
     DownloadError,
-    TextProgress,
     UnsafeArchiveError,
     download_file,
+    download_progress,
     extract_archive,
     fetch_breakhis,
     main,
@@ -334,11 +334,12 @@ def test_archive_without_breakhis_layout_is_reported(tmp_path: Path) -> None:
         fetch_breakhis(tmp_path, show_progress=False)
 
 
-def test_text_progress_draws_a_bar() -> None:
+def test_download_progress_draws_a_bar_from_the_bytes_already_there() -> None:
     stream = io.StringIO()
-    bar = TextProgress(total=2000, stream=stream, interval=0)
+    bar = download_progress(total=4000, initial=1000, stream=stream)
     bar.update(1000)
     bar.close()
-    assert "50.0%" in stream.getvalue()
-    assert "1.0 KB / 2.0 KB" in stream.getvalue()
+    drawn = stream.getvalue()
+    assert "50%" in drawn  # 2,000 of 4,000 bytes: the resumed 1,000 count
+    assert "2.00k/4.00k" in drawn
     assert download.APPROXIMATE_ARCHIVE_SIZE in download.manual_download_instructions("u", "d")
