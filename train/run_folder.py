@@ -6,8 +6,9 @@ file is written atomically (:mod:`model.files`), so a run killed at any moment l
 file either complete or absent::
 
     runs/
-        .cache/                         # shared by all runs: decoded images-<hash>.npy and
-                                        # ResNet features-<hash>.npy, reused across runs
+        .cache/                         # shared by all runs: decoded images-<hash>.npy
+                                        # (+ .json: sizes, unreadable files) and ResNet
+                                        # features-<hash>.npy, reused across runs
         <run>/
             config.json                 # TrainConfig (written first by a new run)
             data.txt                    # the dataset the run was started on

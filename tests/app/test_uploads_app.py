@@ -196,6 +196,38 @@ def test_counts_are_worded_in_the_singular_for_one(served, sample_images: dict[s
     assert "(s)" not in all_text(served)
 
 
+# --- maps only for the details on screen --------------------------------------------------
+def maps_computed(app) -> list[tuple]:
+    """(file id, method, layer, target) of every map the session holds."""
+    held = app.session_state.get("bcd_maps", {})
+    return [(key[0], *key[2:]) for key in held]
+
+
+def test_maps_are_computed_for_the_page_on_screen_and_kept(served) -> None:
+    """Eight images, six details a page: the network explains the six on screen, a method
+    switch explains those six again, the next page only its two, and going back costs
+    nothing (item 2 of issue 10: 83 images once took 55 s for one method switch)."""
+    from app.views.classify import DETAILS_PER_PAGE
+
+    assert DETAILS_PER_PAGE == 6
+    upload(served, [(f"slide-{seed}.png", png_bytes(tissue_like(30 + seed))) for seed in range(8)])
+    assert not served.exception
+    assert results(served)["probability"].notna().sum() == 8
+    first_page = maps_computed(served)
+    assert len(first_page) == 6 and {key[1] for key in first_page} == {"gradcam"}
+    assert len(served.image) == 6 * 3  # original, heatmap and overlay of each detail
+
+    served.sidebar.selectbox(key="cam_method").set_value("layercam").run()
+    switched = maps_computed(served)
+    assert len(switched) == 12
+    assert {key[0] for key in switched if key[1] == "layercam"} == {key[0] for key in first_page}
+
+    served.selectbox(key="details_page").set_value(1).run()
+    assert len(maps_computed(served)) == 14 and len(served.image) == 2 * 3
+    served.selectbox(key="details_page").set_value(0).run()
+    assert len(maps_computed(served)) == 14  # page one's LayerCAM maps were kept
+
+
 # --- a session's model that fails ---------------------------------------------------------
 @pytest.fixture(scope="module")
 def mismatched_zip(trained_zip: Path, tmp_path_factory) -> Path:

@@ -335,6 +335,10 @@ def test_cached_feature_heads_resume_after_kill_9_in_a_later_fold(no_signal_mani
     finished = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert f"resuming after epoch {killed_after}" in finished.stderr
+    # Random weights (the smoke preset's) are no reason to redo the feature pass on resume:
+    # the cache key holds the seed that drew them.
+    assert "features reused from" in finished.stderr
+    assert len(list((tmp_path / ".cache").glob("features-*.npy"))) == 1
 
     expected_fold = tmp_path / "uninterrupted" / "patient" / "patient-fold2"
     history, expected = (pd.read_csv(f / "history.csv") for f in (fold, expected_fold))
