@@ -53,11 +53,12 @@ def _written(runs: Path) -> list[str]:
 
 
 def test_refused_starts_write_nothing_and_the_corrected_command_runs(
-    small_synthetic_breakhis, tmp_path, capsys
+    small_synthetic_breakhis, tmp_path, capsys, monkeypatch
 ):
-    """No data, then a malformed CSV, then weights that do not load: each is refused with
-    its reason and leaves nothing under runs/; the corrected command then runs (not refused
-    as "started on another dataset" or "other settings")."""
+    """No data, then a malformed CSV, then ImageNet weights that cannot be downloaded, then
+    weights that do not load: each is refused with its reason and leaves nothing under
+    runs/; the corrected command then runs (not refused as "started on another dataset" or
+    "other settings")."""
     runs = tmp_path / "runs"
     manifest = tmp_path / "manifest.csv"
     common = ["--preset", "smoke", "--epochs", "2", "--runs-dir", str(runs), "--quiet"]
@@ -72,6 +73,17 @@ def test_refused_starts_write_nothing_and_the_corrected_command_runs(
     assert _written(runs) == []
 
     _manifest_without_magnifications(small_synthetic_breakhis, manifest)
+    # Offline: an empty Keras cache and a proxy that refuses connections, so Keras's real
+    # download code runs and fails as on a machine without internet.
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    assert main([*common, "--data", str(manifest), "--weights", "imagenet"]) == 2
+    error = capsys.readouterr().err
+    assert "ImageNet weights for ResNet-50 could not be downloaded" in error
+    assert "--weights none" in error
+    assert _written(runs) == []
+
     not_weights = tmp_path / "resnet50.weights.h5"
     not_weights.write_bytes(b"not an HDF5 file")
     assert main([*common, "--data", str(manifest), "--weights", str(not_weights)]) == 2
