@@ -117,10 +117,10 @@ def manual_download_instructions(url: str, dest: str | Path) -> str:
 
 
 def download_progress(
-    total: int | None, initial: int = 0, *, enabled: bool = True, stream: TextIO = sys.stderr
+    total: int | None, initial: int = 0, *, enabled: bool = True, stream: TextIO | None = None
 ) -> tqdm:
-    """The download's progress bar (tqdm, bytes in KB/MB/GB, on stderr): a resumed download
-    starts at the bytes already on disk.
+    """The download's progress bar (tqdm, bytes in KB/MB/GB, on ``stream``, by default the
+    ``sys.stderr`` of the moment): a resumed download starts at the bytes already on disk.
 
     Example:
         >>> bar = download_progress(total=100, enabled=False)
