@@ -540,6 +540,8 @@ def phase_server_memory(model: Path, images: int, malloc_arena_max: int | None) 
         result["images_in_memory_after"] = status.get("images_in_memory")
         time.sleep(3)  # the reaper's garbage collection and malloc_trim
         result["rss_after_sessions_ended_mb"] = round(rss_mb(process.pid), 1)
+        time.sleep(30)  # anything released later (Streamlit's media cache, allocator)
+        result["rss_30s_later_mb"] = round(rss_mb(process.pid), 1)
     finally:
         stop(process)
     return result
