@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     sys.path.insert(0, str(REPO))
-    from train.console import quiet_tensorflow_start
+    from model.tensorflow_start import quiet_tensorflow_start
 
     quiet_tensorflow_start()  # the run's own console, without TensorFlow's start-up lines
     import tensorflow as tf

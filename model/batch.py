@@ -94,6 +94,7 @@ from model.tables import (
     probability_basis,
     spreadsheet_safe,
 )
+from model.tensorflow_start import quiet_tensorflow_start
 from model.trust import WITHHELD_LABEL
 
 if TYPE_CHECKING:  # importing these at run time imports TensorFlow; done once a model loads
@@ -737,6 +738,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         name = describe_model_location(args.model)
         model_path = resolve_model_location(args.model, progress=not args.quiet)
         read_card(model_path, source=name)  # a bad model is reported before TensorFlow loads
+        quiet_tensorflow_start()
         from model.analysis import Analyzer
 
         analyzer = Analyzer(load_artifact(model_path, source=name))

@@ -51,6 +51,7 @@ from model.artifact import CARD_FILE, LoadedArtifact, load_artifact
 from model.config import COARSE_LAYER
 from model.errors import ArtifactError, ModelCoreError
 from model.files import staged_directory
+from model.tensorflow_start import quiet_tensorflow_start
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -233,6 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         from model.sources import describe_model_location, resolve_model_location
 
+        quiet_tensorflow_start()
         # Any model location the app takes (a path, a pinned https:// URL, an hf:// id).
         artifact = load_artifact(
             resolve_model_location(args.source), source=describe_model_location(args.source)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from model.files import file_sha256
+from model.tensorflow_start import quiet_tensorflow_start
 from train.config import (
     PAPER_STEPS_PER_EXECUTION,
     PRESETS,
@@ -35,7 +36,7 @@ from train.config import (
     TrainConfig,
     resolve_config,
 )
-from train.console import counted, quiet_tensorflow_start, set_progress
+from train.console import counted, set_progress
 from train.protocols import PROTOCOLS
 from train.run_folder import DatasetFacts, ProtocolFolder, RunFolder, RunSummary
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +37,7 @@ from model.breakhis import read_breakhis_filename
 from model.overlay import DEFAULT_COLORMAP, DEFAULT_OPACITY
 from model.predictor import TTAResult
 from model.tables import CASE_COLUMNS
+from model.tensorflow_start import TENSORFLOW_NOISE
 from model.trust import WITHHELD_LABEL
 from tests.model.conftest import png_bytes, tissue_like
 
@@ -128,6 +132,31 @@ def test_cli_gives_the_apps_numbers_on_synthetic_images(
     # Probability only: no map was computed, and the CSV does not pretend one was.
     assert (rows[sorted(MAP_FIELDS)] == "").all().all()
     assert (tmp_path / "results-cases.csv").is_file()
+
+
+def test_the_command_line_says_what_it_did_without_tensorflows_start_up_lines(
+    trusted_artifact, image_folder, tmp_path
+):
+    """``python -m model.batch`` as a user runs it: the summary, and none of TensorFlow's
+    C++ start-up lines (oneDNN, CUDA drivers, cuInit) that it wrote before its logging
+    existed."""
+    out = tmp_path / "results.csv"
+    command = [sys.executable, "-m", "model.batch", str(image_folder), "--quiet"]
+    command += ["--model", str(trusted_artifact), "--out", str(out)]
+    environment = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run(
+        command,
+        cwd=Path(__file__).resolve().parents[2],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "scored 5 images, 0 could not be scored" in done.stdout
+    printed = done.stdout + done.stderr
+    assert [noise for noise in TENSORFLOW_NOISE if noise in printed] == []
+    assert len(_read(out)) == 5
 
 
 def test_cli_gives_the_apps_numbers_and_cases_on_real_images(
