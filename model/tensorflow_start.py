@@ -69,7 +69,8 @@ def quiet_tensorflow_start() -> None:
 
 class _RetracingFilter(logging.Filter):
     """Drops TensorFlow's "N out of the last M calls ... triggered tf.function retracing":
-    each fold builds and evaluates a new model, so new traces are expected, not a bug."""
+    a training run builds and evaluates a new model per fold, and a batch its last, smaller
+    batch, so new traces are expected, not a bug."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "triggered tf.function retracing" not in record.getMessage()
