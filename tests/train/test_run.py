@@ -19,6 +19,7 @@ import pytest
 
 from tests.train.conftest import slow_smoke_arguments
 from train.run import main
+from train.run_folder import RunFolder
 from train.synthetic import make_synthetic_breakhis
 
 REPO = Path(__file__).resolve().parents[2]
@@ -338,7 +339,7 @@ def test_cached_feature_heads_resume_after_kill_9_in_a_later_fold(no_signal_mani
     # Random weights (the smoke preset's) are no reason to redo the feature pass on resume:
     # the cache key holds the seed that drew them.
     assert "features reused from" in finished.stderr
-    assert len(list((tmp_path / ".cache").glob("features-*.npy"))) == 1
+    assert len(list(RunFolder(tmp_path / "resume").cache_dir.glob("features-*.npy"))) == 1
 
     expected_fold = tmp_path / "uninterrupted" / "patient" / "patient-fold2"
     history, expected = (pd.read_csv(f / "history.csv") for f in (fold, expected_fold))
